@@ -1,0 +1,11 @@
+"""Trellis: a PyTorch training runtime with a small kernel and every backend as a plugin."""
+
+from trellis.callbacks.base import Callback
+from trellis.datamodule import DataModule
+from trellis.module import Module
+from trellis.trainer import Trainer
+from trellis.utils.seed import seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = ["Callback", "DataModule", "Module", "Trainer", "__version__", "seed_everything"]

@@ -1,0 +1,75 @@
+"""A progress bar readable both in a terminal and in a CI log."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from trellis.callbacks.base import Callback
+
+
+class ProgressBar(Callback):
+    """Redraws one line in a terminal (at most every `refresh_seconds`); prints plain lines elsewhere.
+
+    In a log (not a terminal) a line is printed at each tenth of an epoch and at epoch end, so a CI log
+    stays short and still shows progress.
+    """
+
+    def __init__(self, refresh_rate: int = 1, refresh_seconds: float = 0.1, stream: TextIO | None = None) -> None:
+        self.refresh_rate = max(1, refresh_rate)
+        self.refresh_seconds = refresh_seconds
+        self.stream = stream or sys.stdout
+        self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = 0.0
+        self._started = 0.0
+        self._next_log_fraction = 0.1
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self._started = time.monotonic()
+        self._next_log_fraction = 0.1
+
+    def on_train_batch_end(self, trainer: Any, batch_idx: int) -> None:
+        if not trainer.is_global_zero or (batch_idx + 1) % self.refresh_rate:
+            return
+        done, total = batch_idx + 1, trainer.num_training_batches
+        if self._interactive:
+            now = time.monotonic()
+            if now - self._last_draw >= self.refresh_seconds:
+                self._last_draw = now
+                self.stream.write("\r" + self._line(trainer, done, total))
+                self.stream.flush()
+        elif math.isfinite(total) and done / total >= self._next_log_fraction and done < total:
+            self._next_log_fraction = math.floor(done / total * 10 + 1) / 10
+            self.stream.write(self._line(trainer, done, total) + "\n")
+            self.stream.flush()
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        if trainer.is_global_zero:
+            done = trainer.fit_loop.batches_done
+            ending = "\n"
+            self.stream.write(("\r" if self._interactive else "") + self._line(trainer, done, done) + ending)
+            self.stream.flush()
+
+    def on_validation_end(self, trainer: Any) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking and trainer.state == "fitting":
+            metrics = _format(trainer.progress_bar_metrics)
+            if metrics and not self._interactive:
+                self.stream.write(f"Epoch {trainer.current_epoch} validation: {metrics}\n")
+                self.stream.flush()
+
+    def _line(self, trainer: Any, done: int, total: float) -> str:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        total_text = str(int(total)) if math.isfinite(total) else "?"
+        bar = ""
+        if math.isfinite(total) and total:
+            filled = int(20 * done / total)
+            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
+        metrics = _format(trainer.progress_bar_metrics)
+        return (f"Epoch {trainer.current_epoch}: {bar}{done}/{total_text} "
+                f"{done / elapsed:.1f} it/s" + (f" {metrics}" if metrics else ""))
+
+
+def _format(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))

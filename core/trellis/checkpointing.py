@@ -1,0 +1,122 @@
+"""The checkpoint dictionary: what it holds, building it, restoring from it (docs/checkpoint-format.md)."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trellis import discovery
+from trellis.errors import CheckpointError
+from trellis.roles.checkpoint_io import PathLike
+
+if TYPE_CHECKING:
+    from trellis.trainer import Trainer
+
+FORMAT_VERSION = 1
+
+
+def build_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
+    """Everything that makes the next step identical: weights, optimizers, loops, RNG, callbacks."""
+    from trellis import __version__
+
+    strategy = trainer.strategy
+    module = trainer.module
+    checkpoint: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "trellis_version": __version__,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "state_dict": strategy.module_state_dict(),
+        "hyper_parameters": dict(module.hparams_initial or module.hparams),
+    }
+    if weights_only:
+        return checkpoint
+    checkpoint.update(
+        {
+            "loops": trainer.fit_loop.state_dict(),
+            "optimizer_states": [strategy.optimizer_state_dict(optimizer) for optimizer in trainer.optimizers],
+            "lr_schedulers": [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs],
+            "precision": strategy.precision.state_dict(),
+            "callbacks": {callback.state_key: callback.state_dict() for callback in trainer.callbacks},
+            "loggers": {logger.name or type(logger).__name__: logger.state_dict() for logger in trainer.loggers},
+            "rng_states": _rng_states(),
+        }
+    )
+    trainer.hooks.call("on_save_checkpoint", trainer=trainer, pl_module=module, checkpoint=checkpoint)
+    return checkpoint
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+    """Load what build_checkpoint stored back into a set-up trainer."""
+    check_version(checkpoint)
+    strategy = trainer.strategy
+    trainer.hooks.call("on_load_checkpoint", trainer=trainer, pl_module=trainer.module, checkpoint=checkpoint)
+    strategy.load_module_state_dict(checkpoint["state_dict"])
+    for optimizer, state in zip(trainer.optimizers, checkpoint.get("optimizer_states", [])):
+        strategy.load_optimizer_state_dict(optimizer, state)
+    for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
+        config.scheduler.load_state_dict(state)
+    strategy.precision.load_state_dict(checkpoint.get("precision", {}))
+    callback_states = checkpoint.get("callbacks", {})
+    for callback in trainer.callbacks:
+        if callback.state_key in callback_states:
+            callback.load_state_dict(callback_states[callback.state_key])
+    logger_states = checkpoint.get("loggers", {})
+    for logger in trainer.loggers:
+        state = logger_states.get(logger.name or type(logger).__name__)
+        if state:
+            logger.load_state_dict(state)
+    if "loops" in checkpoint:
+        trainer.fit_loop.load_state_dict(checkpoint["loops"])
+    if "rng_states" in checkpoint:
+        _set_rng_states(checkpoint["rng_states"])
+
+
+def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """Load a checkpoint without a Trainer, through the default checkpoint IO plugin."""
+    checkpoint_io = discovery.load("checkpoint_io", "torch")()
+    checkpoint = checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+    check_version(checkpoint)
+    return checkpoint
+
+
+def check_version(checkpoint: dict[str, Any]) -> None:
+    version = checkpoint.get("format_version")
+    if version is None or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            "this file is not a Trellis checkpoint (no format_version/state_dict): load plain weights with "
+            "module.load_state_dict(torch.load(path)) instead"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"the checkpoint has format version {version}, newer than this Trellis reads ({FORMAT_VERSION}): "
+            "upgrade trellis"
+        )
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+    states["python_gauss"] = random.getstate()[2]
+    states["torch"] = torch.get_rng_state()
+    try:
+        import numpy
+    except ImportError:
+        return states
+    kind, keys, position, has_gauss, gauss = numpy.random.get_state()
+    states["numpy"] = {"keys": torch.from_numpy(keys.astype("int64")), "position": int(position),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy
+
+        saved = states["numpy"]
+        numpy.random.set_state(
+            ("MT19937", saved["keys"].numpy().astype("uint32"), saved["position"], saved["has_gauss"], saved["gauss"])
+        )

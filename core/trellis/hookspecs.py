@@ -1,0 +1,157 @@
+"""The lifecycle hooks the loops call, as pluggy hook specifications.
+
+Implementations take only the arguments they name (pluggy passes by name), so a Lightning callback
+`on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)` and a Module hook
+`on_train_batch_end(self, outputs, batch, batch_idx)` both implement the same hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("trellis")
+
+
+class LifecycleHooks:
+    """One method per hook, in the order a fit calls them (see docs/hooks.md)."""
+
+    @hookspec
+    def on_init_start(self, trainer: Any) -> None: ...
+
+    @hookspec
+    def on_init_end(self, trainer: Any) -> None: ...
+
+    @hookspec
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None: ...
+
+    @hookspec
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> Any:
+        """Return -1 to end the epoch here."""
+
+    @hookspec
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None: ...
+
+    @hookspec
+    def on_after_backward(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any, optimizer_idx: int) -> None: ...
+
+    @hookspec
+    def on_before_zero_grad(self, trainer: Any, pl_module: Any, optimizer: Any) -> None: ...
+
+    @hookspec
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+
+    @hookspec
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
+
+    @hookspec
+    def on_validation_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
+
+    @hookspec
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @hookspec
+    def on_test_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
+
+    @hookspec
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_predict_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
+
+    @hookspec
+    def on_predict_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
+
+    @hookspec
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None: ...
+
+    @hookspec
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None: ...
+
+    @hookspec
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None: ...
+
+    @hookspec
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None: ...
+
+    @hookspec
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None: ...
+
+
+HOOK_NAMES: frozenset[str] = frozenset(
+    name for name, value in vars(LifecycleHooks).items() if callable(value) and not name.startswith("_")
+)
+
+
+def default_hook(function: Any) -> Any:
+    """Mark a base-class no-op hook: it is not registered, so it costs nothing per call."""
+    function._trellis_default_hook = True
+    return function

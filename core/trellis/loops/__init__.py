@@ -1,0 +1,1 @@
+"""The loops a Trainer runs: fit (training with validation), evaluation, prediction."""

@@ -1,0 +1,214 @@
+"""Training epochs with validation at the scheduled points: the loop a user would write by hand."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trellis.data import infer_batch_size
+from trellis.errors import ConfigurationError, TrainingError
+from trellis.loops.evaluation import run_evaluation
+from trellis.utils.rng import isolated_rng
+
+if TYPE_CHECKING:
+    from trellis.trainer import Trainer
+
+
+class FitLoop:
+    """Epochs of training steps; its progress is part of every checkpoint."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.epoch = 0
+        #: training batches finished in the current epoch.
+        self.batches_done = 0
+        self.epoch_completed = False
+        self.global_step = 0
+        self._pending_loss: torch.Tensor | None = None
+        self._pending_where = ""
+        self._started_at = 0.0
+
+    # -- progress state -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "epoch_completed": self.epoch_completed,
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.global_step = state["global_step"]
+        if state["epoch_completed"]:
+            self.epoch, self.batches_done = state["epoch"] + 1, 0
+        else:
+            self.epoch, self.batches_done = state["epoch"], state["batches_done"]
+        self.epoch_completed = False
+
+    # -- stopping -----------------------------------------------------------------------------
+    def _minimum_reached(self) -> bool:
+        trainer = self.trainer
+        return self.epoch >= (trainer.min_epochs or 0) and self.global_step >= (trainer.min_steps or 0)
+
+    def done(self) -> bool:
+        trainer = self.trainer
+        if 0 <= trainer.max_steps <= self.global_step:
+            return True
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.epoch:
+            return True
+        if trainer.max_time is not None and time.monotonic() - self._started_at >= trainer.max_time:
+            return True
+        return trainer.should_stop and self._minimum_reached()
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> None:
+        trainer = self.trainer
+        module = trainer.module
+        self._started_at = time.monotonic()
+        if trainer.val_loaders and trainer.num_sanity_val_steps != 0:
+            self._sanity_check()
+        trainer.hooks.call("on_train_start", trainer=trainer, pl_module=module)
+        while not self.done():
+            self._run_epoch()
+            if trainer.should_stop and not self._minimum_reached():
+                trainer.should_stop = False
+        self._check_pending_loss()
+        trainer.hooks.call("on_train_end", trainer=trainer, pl_module=module)
+
+    def _sanity_check(self) -> None:
+        """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
+        trainer = self.trainer
+        steps = trainer.num_sanity_val_steps
+        limits = [min(limit, steps if steps >= 0 else math.inf) for limit in trainer.val_batch_limits]
+        trainer.sanity_checking = True
+        saved_metrics = dict(trainer.metrics.callback_metrics)
+        trainer.hooks.call("on_sanity_check_start", trainer=trainer, pl_module=trainer.module)
+        with isolated_rng():
+            run_evaluation(trainer, "validation", trainer.val_loaders, limits, sanity=True)
+        trainer.hooks.call("on_sanity_check_end", trainer=trainer, pl_module=trainer.module)
+        trainer.metrics.callback_metrics = saved_metrics
+        trainer.sanity_checking = False
+
+    def _run_epoch(self) -> None:
+        trainer = self.trainer
+        module, strategy, hooks, metrics = trainer.module, trainer.strategy, trainer.hooks, trainer.metrics
+        trainer.prepare_epoch(self.epoch)
+        limit = trainer.num_training_batches
+        skip = self.batches_done
+        self.epoch_completed = False
+        metrics.stage = "train"
+        hooks.call("on_train_epoch_start", trainer=trainer, pl_module=module)
+        on_batch_start = hooks.callers.get("on_train_batch_start")
+        on_batch_end = hooks.callers.get("on_train_batch_end")
+        step_boundary = strategy.accelerator.step_boundary
+        run_batch = self._automatic_batch if module.automatic_optimization else self._manual_batch
+        validate_every = trainer.val_check_batches
+        for batch_index, batch in enumerate(strategy.process_dataloader(trainer.train_loader)):
+            if batch_index < skip:  # resuming inside an epoch: these batches were trained already
+                continue
+            if batch_index >= limit:
+                break
+            self._check_pending_loss()
+            batch = strategy.batch_to_device(batch)
+            if on_batch_start is not None and -1 in on_batch_start(
+                trainer=trainer, pl_module=module, batch=batch, batch_idx=batch_index
+            ):
+                break
+            outputs = run_batch(batch, batch_index, limit)
+            self.batches_done = batch_index + 1
+            if on_batch_end is not None:
+                on_batch_end(trainer=trainer, pl_module=module, outputs=outputs, batch=batch, batch_idx=batch_index)
+            if trainer.loggers and self.global_step % trainer.log_every_n_steps == 0:
+                trainer.log_to_loggers(metrics.pop_step_metrics())
+            step_boundary()
+            if validate_every and self.batches_done % validate_every == 0 and self.batches_done < limit:
+                trainer.run_validation()
+            if trainer.should_stop and self._minimum_reached() or 0 <= trainer.max_steps <= self.global_step:
+                break
+        self.epoch_completed = True
+        self._check_pending_loss()
+        hooks.call("on_train_epoch_end", trainer=trainer, pl_module=module)
+        if trainer.loggers:
+            trainer.log_to_loggers({**metrics.pop_step_metrics(), **metrics.reduce_epoch("train")})
+        else:
+            metrics.reduce_epoch("train")
+        if trainer.validation_due_at_epoch_end(self.epoch):
+            trainer.run_validation()
+        trainer.step_schedulers("epoch")
+        self.epoch += 1
+        self.batches_done = 0
+        self.epoch_completed = False
+
+    def _automatic_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
+        """Forward, backward and (at the end of an accumulation window) the optimizer step."""
+        trainer = self.trainer
+        strategy = trainer.strategy
+        optimizers = trainer.optimizers
+        accumulate = trainer.accumulate_grad_batches
+        steps_now = (batch_index + 1) % accumulate == 0 or batch_index + 1 >= limit
+        trainer.metrics.in_training_step = True
+        if trainer.metrics.logger_keys or trainer.metrics.prog_bar_keys or batch_index == 0:
+            trainer.metrics.current_batch_size = infer_batch_size(batch)
+        outputs = None
+        for optimizer_index, optimizer in enumerate(optimizers):
+            arguments = (batch, batch_index, optimizer_index) if trainer.classic_optimizer_idx else (batch, batch_index)
+            with strategy.no_backward_sync(not steps_now) if accumulate > 1 else contextlib.nullcontext():
+                outputs = strategy.run_step("training_step", *arguments)
+                loss = trainer.loss_from(outputs)
+                if loss is None:  # training_step returned None: skip this step
+                    continue
+                if accumulate > 1:
+                    loss = loss / accumulate
+                trainer.backward(loss, optimizer)
+                self._pending_loss = loss.detach()
+                self._pending_where = f"epoch {self.epoch}, batch {batch_index}, global step {self.global_step}"
+            if steps_now:
+                trainer.optimizer_step(optimizer, optimizer_index)
+        trainer.metrics.in_training_step = False
+        if steps_now and optimizers:
+            self.global_step += 1
+            trainer.step_schedulers("step")
+        return outputs
+
+    def _manual_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
+        """The user drives backward and the optimizers inside training_step."""
+        trainer = self.trainer
+        trainer.metrics.in_training_step = True
+        trainer.metrics.current_batch_size = infer_batch_size(batch)
+        outputs = trainer.strategy.run_step("training_step", batch, batch_index)
+        trainer.metrics.in_training_step = False
+        return outputs
+
+    def count_manual_step(self, *_: Any) -> None:
+        """Optimizer step post-hook in manual optimization: each optimizer step is a global step."""
+        self.global_step += 1
+
+    def _check_pending_loss(self) -> None:
+        """Raise if the previous step's loss was not finite (checked one step late: no sync per step)."""
+        loss, self._pending_loss = self._pending_loss, None
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            raise TrainingError(
+                f"the training loss became {float(loss)} at {self._pending_where}. Lower the learning rate, clip "
+                "gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the inputs for NaN/inf. "
+                "Checkpoints saved before this step are untouched."
+            )
+
+
+def takes_optimizer_index(module: torch.nn.Module) -> bool:
+    """Classic form: training_step(self, batch, batch_idx, optimizer_idx) with several optimizers."""
+    parameters = inspect.signature(module.training_step).parameters
+    return "optimizer_idx" in parameters
+
+
+def check_optimizers(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer], classic: bool) -> None:
+    if module.automatic_optimization and len(optimizers) > 1 and not classic:
+        raise ConfigurationError(
+            f"{type(module).__name__} returns {len(optimizers)} optimizers with automatic optimization: set "
+            "self.automatic_optimization = False and step them in training_step, or add an optimizer_idx argument "
+            "to training_step (classic alternating form)"
+        )

@@ -1,0 +1,134 @@
+"""What self.log records: latest step values and weighted epoch aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trellis.errors import ConfigurationError
+
+_REDUCTIONS = ("mean", "sum", "max", "min")
+
+
+@dataclass
+class _EpochAggregate:
+    total: torch.Tensor
+    weight: float
+    reduce_fx: str
+    sync_dist: bool
+
+    @classmethod
+    def start(cls, value: torch.Tensor, reduce_fx: str, sync_dist: bool) -> _EpochAggregate:
+        value = value.float() if not value.is_floating_point() else value
+        total = torch.zeros_like(value) if reduce_fx in ("mean", "sum") else value
+        return cls(total, 0.0, reduce_fx, sync_dist)
+
+    def add(self, value: torch.Tensor, weight: float) -> None:
+        if self.reduce_fx == "mean":
+            self.total = self.total + value * weight
+            self.weight += weight
+        elif self.reduce_fx == "sum":
+            self.total = self.total + value
+        elif self.reduce_fx == "max":
+            self.total = torch.maximum(self.total, value)
+        else:
+            self.total = torch.minimum(self.total, value)
+
+    def result(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> torch.Tensor:
+        if self.reduce_fx == "mean":
+            if self.sync_dist:
+                total, weight = reduce(self.total, "sum"), reduce(torch.tensor(self.weight, device=self.total.device), "sum")
+                return total / weight
+            return self.total / self.weight
+        return reduce(self.total, self.reduce_fx) if self.sync_dist else self.total
+
+
+class MetricStore:
+    """Collects self.log calls for one Trainer; `stage_defaults` says where logging happens now.
+
+    Training steps default to on_step=True, on_epoch=False; everything else to on_epoch=True.
+    """
+
+    def __init__(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
+        self._reduce = reduce
+        #: whether the current hook is a training step (sets the on_step/on_epoch defaults).
+        self.in_training_step = False
+        #: dataloader index suffix while several evaluation loaders run.
+        self.dataloader_suffix = ""
+        self.current_batch_size: int | None = None
+        #: loop that logs now ("train", "validation", "test"); each keeps its own epoch aggregates.
+        self.stage = "train"
+        self.step_values: dict[str, torch.Tensor] = {}
+        self._epoch: dict[str, dict[str, _EpochAggregate]] = {}
+        self.logger_keys: set[str] = set()
+        self.prog_bar_keys: set[str] = set()
+        #: latest value of every metric, for callbacks (ModelCheckpoint, EarlyStopping).
+        self.callback_metrics: dict[str, torch.Tensor] = {}
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: str,
+        sync_dist: bool,
+        batch_size: int | None,
+    ) -> None:
+        if reduce_fx not in _REDUCTIONS:
+            raise ConfigurationError(f"self.log({name!r}, reduce_fx={reduce_fx!r}): use one of {_REDUCTIONS}")
+        if on_step is None:
+            on_step = self.in_training_step
+        if on_epoch is None:
+            on_epoch = not self.in_training_step
+        if not on_step and not on_epoch:
+            raise ConfigurationError(f"self.log({name!r}) with on_step=False and on_epoch=False records nothing")
+        tensor = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        if tensor.numel() != 1:
+            raise ConfigurationError(f"self.log({name!r}) got a tensor of shape {tuple(tensor.shape)}: log a scalar")
+        name = name + self.dataloader_suffix
+        step_name, epoch_name = (f"{name}_step", f"{name}_epoch") if on_step and on_epoch else (name, name)
+        if on_step:
+            if sync_dist:
+                tensor = self._reduce(tensor, reduce_fx)
+            self.step_values[step_name] = tensor
+            self.callback_metrics[step_name] = tensor
+            self._mark(step_name, logger, prog_bar)
+        if on_epoch:
+            weight = float(batch_size or self.current_batch_size or 1)
+            aggregates = self._epoch.setdefault(self.stage, {})
+            aggregate = aggregates.get(epoch_name)
+            if aggregate is None:
+                aggregate = aggregates[epoch_name] = _EpochAggregate.start(tensor, reduce_fx, sync_dist)
+            aggregate.add(tensor, weight)
+            self._mark(epoch_name, logger, prog_bar)
+
+    def _mark(self, name: str, logger: bool, prog_bar: bool) -> None:
+        if logger:
+            self.logger_keys.add(name)
+        if prog_bar:
+            self.prog_bar_keys.add(name)
+
+    def pop_step_metrics(self) -> dict[str, float]:
+        """Step values destined for loggers, as floats; forgets them."""
+        metrics = {name: float(value) for name, value in self.step_values.items() if name in self.logger_keys}
+        self.step_values.clear()
+        return metrics
+
+    def reduce_epoch(self, stage: str) -> dict[str, float]:
+        """Finish a loop's epoch aggregates into callback_metrics; the logger's share, as floats."""
+        logged = {}
+        for name, aggregate in self._epoch.pop(stage, {}).items():
+            value = aggregate.result(self._reduce)
+            self.callback_metrics[name] = value
+            if name in self.logger_keys:
+                logged[name] = float(value)
+        return logged
+
+    def progress_bar_metrics(self) -> dict[str, float]:
+        return {name: float(self.callback_metrics[name]) for name in self.prog_bar_keys if name in self.callback_metrics}

@@ -1,0 +1,291 @@
+"""trellis.Module: a torch.nn.Module that knows how to train itself."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trellis.errors import ConfigurationError
+from trellis.hookspecs import default_hook
+from trellis.utils.hparams import AttributeDict, collect_init_arguments
+
+if TYPE_CHECKING:
+    from trellis.trainer import Trainer
+
+
+class ModuleHooks:
+    """The lifecycle hooks a Module may override; the base versions are never registered."""
+
+    @default_hook
+    def setup(self, stage: str) -> None: ...
+
+    @default_hook
+    def teardown(self, stage: str) -> None: ...
+
+    @default_hook
+    def on_fit_start(self) -> None: ...
+
+    @default_hook
+    def on_fit_end(self) -> None: ...
+
+    @default_hook
+    def on_train_start(self) -> None: ...
+
+    @default_hook
+    def on_train_end(self) -> None: ...
+
+    @default_hook
+    def on_train_epoch_start(self) -> None: ...
+
+    @default_hook
+    def on_train_epoch_end(self) -> None: ...
+
+    @default_hook
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any: ...
+
+    @default_hook
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+
+    @default_hook
+    def on_validation_start(self) -> None: ...
+
+    @default_hook
+    def on_validation_end(self) -> None: ...
+
+    @default_hook
+    def on_validation_epoch_start(self) -> None: ...
+
+    @default_hook
+    def on_validation_epoch_end(self) -> None: ...
+
+    @default_hook
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_test_start(self) -> None: ...
+
+    @default_hook
+    def on_test_end(self) -> None: ...
+
+    @default_hook
+    def on_test_epoch_start(self) -> None: ...
+
+    @default_hook
+    def on_test_epoch_end(self) -> None: ...
+
+    @default_hook
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_predict_start(self) -> None: ...
+
+    @default_hook
+    def on_predict_end(self) -> None: ...
+
+    @default_hook
+    def on_predict_epoch_start(self) -> None: ...
+
+    @default_hook
+    def on_predict_epoch_end(self) -> None: ...
+
+    @default_hook
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+
+    @default_hook
+    def on_before_backward(self, loss: torch.Tensor) -> None: ...
+
+    @default_hook
+    def on_after_backward(self) -> None: ...
+
+    @default_hook
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
+
+    @default_hook
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
+
+    @default_hook
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+    @default_hook
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+
+class Module(ModuleHooks, torch.nn.Module):
+    """Subclass it, define training_step and configure_optimizers, and hand it to a Trainer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Trainer | None = None
+        self._hparams = AttributeDict()
+        self._hparams_initial = AttributeDict()
+        #: False to drive optimizers yourself in training_step (manual optimization).
+        self.automatic_optimization: bool = True
+
+    # -- what users override ------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        raise ConfigurationError(
+            f"{type(self).__name__} does not define training_step(self, batch, batch_idx), which fit needs"
+        )
+
+    def configure_optimizers(self) -> Any:
+        """Default when not overridden: Adam(lr=1e-3) over all parameters, with a notice."""
+        from trellis.utils.rank_zero import rank_zero_info
+
+        rank_zero_info(f"{type(self).__name__} defines no configure_optimizers: using Adam(lr=1e-3).")
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    def prepare_data(self) -> None:
+        """Download or write data, once per node, before setup."""
+
+    def configure_model(self) -> None:
+        """Create layers here to have them initialised directly on the device or sharded (FSDP, DeepSpeed)."""
+
+    def configure_callbacks(self) -> Sequence[Any]:
+        """Callbacks this module always needs; they replace Trainer callbacks of the same type."""
+        return []
+
+    # -- trainer state ------------------------------------------------------------------------
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer; call trainer.fit(module) first")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        object.__setattr__(self, "_trainer", trainer)
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer else 0
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer else 0
+
+    @property
+    def device(self) -> torch.device:
+        parameter = next(self.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
+    @property
+    def logger(self) -> Any:
+        return self._trainer.logger if self._trainer else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        return self._trainer.loggers if self._trainer else []
+
+    # -- logging ------------------------------------------------------------------------------
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool = True,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str = "mean",
+        sync_dist: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        """Record a metric for the loggers, the progress bar and callbacks (callback_metrics)."""
+        if self._trainer is None:
+            return
+        self._trainer.metrics.log(
+            name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
+            reduce_fx=reduce_fx, sync_dist=sync_dist, batch_size=batch_size,
+        )
+
+    def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
+        for name, value in metrics.items():
+            self.log(name, value, **kwargs)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """print() from global rank zero only."""
+        if self.global_rank == 0:
+            print(*args, **kwargs)
+
+    # -- manual optimization ------------------------------------------------------------------
+    def optimizers(self) -> Any:
+        optimizers = self.trainer.optimizers
+        return optimizers[0] if len(optimizers) == 1 else optimizers
+
+    def lr_schedulers(self) -> Any:
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        if not schedulers:
+            return None
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: torch.Tensor) -> None:
+        """Backward through the strategy and precision (use instead of loss.backward())."""
+        self.trainer.backward(loss, None)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.all_gather(tensor) if self._trainer else tensor
+
+    # -- hyperparameters ----------------------------------------------------------------------
+    @property
+    def hparams(self) -> AttributeDict:
+        return self._hparams
+
+    @hparams.setter
+    def hparams(self, value: Mapping[str, Any] | argparse.Namespace) -> None:
+        """Classic form: `self.hparams = namespace_or_dict`."""
+        data = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
+        object.__setattr__(self, "_hparams", AttributeDict(data))
+        object.__setattr__(self, "_hparams_initial", AttributeDict(copy.deepcopy(data)))
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        return self._hparams_initial
+
+    def save_hyperparameters(self, *names: str, ignore: Sequence[str] | str | None = None) -> None:
+        """Store the arguments of the calling __init__ in self.hparams (and so in checkpoints)."""
+        frame = inspect.currentframe().f_back
+        arguments = collect_init_arguments(frame, self)
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(names) == 1 and isinstance(arguments.get(names[0]), (Mapping, argparse.Namespace)):
+            value = arguments[names[0]]
+            arguments = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
+        elif names:
+            arguments = {name: arguments[name] for name in names}
+        selected = {name: value for name, value in arguments.items() if name not in ignored}
+        self._hparams.update(selected)
+        self._hparams_initial.update(copy.deepcopy(selected))
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: str, map_location: Any = "cpu", strict: bool = True, weights_only: bool = True, **overrides: Any
+    ) -> Module:
+        """Rebuild the module from a checkpoint's hyperparameters (with overrides) and load its weights."""
+        from trellis.checkpointing import load_checkpoint_file
+
+        checkpoint = load_checkpoint_file(checkpoint_path, map_location=map_location, weights_only=weights_only)
+        arguments = {**checkpoint.get("hyper_parameters", {}), **overrides}
+        accepted = inspect.signature(cls.__init__).parameters
+        takes_any = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in accepted.values())
+        module = cls(**{key: value for key, value in arguments.items() if takes_any or key in accepted})
+        module.configure_model()
+        module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        module.on_load_checkpoint(checkpoint)
+        return module

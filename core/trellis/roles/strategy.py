@@ -1,0 +1,210 @@
+"""The strategy role: how work is spread over processes and devices.
+
+The base class is the single-process implementation; distributed strategies override what they
+change (launching, wrapping, collectives, which rank writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import torch
+
+from trellis.errors import ConfigurationError
+from trellis.roles.precision import Precision
+
+if TYPE_CHECKING:
+    from trellis.optim import OptimizerSetup
+    from trellis.roles.accelerator import Accelerator
+    from trellis.roles.checkpoint_io import CheckpointIO, PathLike
+
+T = TypeVar("T")
+
+
+class Launcher(Protocol):
+    """Starts the processes a strategy needs and runs `function` in each (this one included)."""
+
+    def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+
+class Strategy:
+    """Placement, wrapping, backward, optimizer step, collectives and checkpoint writing."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.accelerator: Accelerator | None = None
+        self.precision: Precision = Precision()
+        self.checkpoint_io: CheckpointIO | None = None
+        self.devices: list[int] = [0]
+        self.num_nodes: int = 1
+        #: the user's module, unwrapped.
+        self.module: torch.nn.Module | None = None
+        #: what forward passes go through (the module itself, or a DDP/FSDP/DeepSpeed wrapper).
+        self.model: torch.nn.Module | None = None
+
+    # -- wiring -----------------------------------------------------------------------------
+    def connect(
+        self,
+        accelerator: Accelerator,
+        precision: Precision,
+        checkpoint_io: CheckpointIO,
+        devices: list[int],
+        num_nodes: int,
+    ) -> None:
+        """Receive the chosen plugins; raise ConfigurationError for combinations it cannot run."""
+        self.accelerator, self.precision, self.checkpoint_io = accelerator, precision, checkpoint_io
+        self.devices, self.num_nodes = devices, num_nodes
+
+    @property
+    def launcher(self) -> Launcher | None:
+        """The launcher to start extra processes with, or None to run in this process alone."""
+        return None
+
+    def setup_environment(self) -> None:
+        """Join the process group (distributed strategies) and set up this process's device."""
+        self.accelerator.setup_device(self.root_device)
+
+    # -- topology ---------------------------------------------------------------------------
+    @property
+    def root_device(self) -> torch.device:
+        return self.accelerator.device(self.devices[self.local_rank])
+
+    @property
+    def global_rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """num_replicas and rank for a DistributedSampler, None when data is not split."""
+        return None
+
+    # -- model and optimizers -----------------------------------------------------------------
+    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+        """Place and wrap the module, then build the optimizers over its final parameters.
+
+        `build_optimizers` is None for evaluation. Strategies that shard (FSDP) wrap before it runs;
+        strategies that own the optimizer (DeepSpeed) build their engine from its result.
+        """
+        self.module = self.precision.convert_module(module.to(self.root_device))
+        self.model = self.wrap_module(self.module)
+        return build_optimizers() if build_optimizers is not None else None
+
+    def wrap_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The object forward passes go through; the module itself on one device."""
+        return module
+
+    def run_step(self, method: str, *args: Any) -> Any:
+        """Call a step method of the module (training_step, ...) inside the precision context."""
+        with self.precision.forward_context(self.accelerator.device_type):
+            return getattr(self.module, method)(*args)
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        self.precision.backward(loss, self.module)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        return self.precision.optimizer_step(optimizer, closure)
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad()
+
+    def clip_gradients(self, optimizer: torch.optim.Optimizer, value: float, algorithm: str = "norm") -> None:
+        """Clip the optimizer's gradients by total norm or by value, after unscaling them."""
+        self.precision.unscale_gradients(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, value)
+        elif algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, value)
+        else:
+            raise ConfigurationError(f"gradient_clip_algorithm={algorithm!r} is unknown: use 'norm' or 'value'")
+
+    def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Context that skips gradient synchronisation (while accumulating gradients)."""
+        return contextlib.nullcontext()
+
+    # -- data -------------------------------------------------------------------------------
+    def batch_to_device(self, batch: Any) -> Any:
+        return self.precision.convert_input(self.accelerator.batch_to_device(batch, self.root_device))
+
+    def process_dataloader(self, dataloader: Iterable) -> Iterable:
+        return self.accelerator.wrap_dataloader(dataloader, self.root_device)
+
+    # -- collectives --------------------------------------------------------------------------
+    def reduce(self, value: Any, op: str = "mean") -> Any:
+        """Reduce a tensor over all processes ("mean" or "sum"); identity in one process."""
+        return value
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Stack a tensor from every process along a new first dimension (one process: as is)."""
+        return tensor
+
+    def broadcast(self, obj: T, src: int = 0) -> T:
+        return obj
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait for every process."""
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def module_state_dict(self) -> dict[str, Any]:
+        return self.module.state_dict()
+
+    def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        self.module.load_state_dict(state, strict=strict)
+
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
+        """Write a checkpoint; only global rank zero writes a full-state checkpoint."""
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: PathLike, weights_only: bool = True) -> dict[str, Any]:
+        return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+
+    def remove_checkpoint(self, path: PathLike) -> None:
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        """Finish pending writes, leave the process group, release devices."""
+        if self.checkpoint_io is not None:
+            self.checkpoint_io.teardown()
+        if self.accelerator is not None:
+            self.accelerator.teardown()
+
+
+class SingleDeviceStrategy(Strategy):
+    """One process, one device: the plain training loop."""
+
+    name = "single_device"
+
+    def connect(self, accelerator, precision, checkpoint_io, devices, num_nodes) -> None:  # noqa: ANN001
+        if len(devices) != 1 or num_nodes != 1:
+            raise ConfigurationError(
+                f"strategy='single_device' runs on one device, but devices={devices} and num_nodes={num_nodes} "
+                "were asked for: pass devices=1, or a distributed strategy such as strategy='ddp'"
+            )
+        super().connect(accelerator, precision, checkpoint_io, devices, num_nodes)

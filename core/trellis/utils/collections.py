@@ -1,0 +1,26 @@
+"""Walking nested batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply `function` to every tensor in a nesting of lists, tuples, named tuples and mappings."""
+    if isinstance(data, torch.Tensor):
+        return function(data)
+    if isinstance(data, Mapping):
+        return type(data)({key: apply_to_tensors(value, function) for key, value in data.items()})
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(apply_to_tensors(value, function) for value in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_tensors(value, function) for value in data)
+    return data
+
+
+def move_to_device(data: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor in `data` onto `device`."""
+    return apply_to_tensors(data, lambda tensor: tensor.to(device, non_blocking=non_blocking))

@@ -1,0 +1,148 @@
+"""CSV logger: <save_dir>/<name>/version_N/metrics.csv and hparams.yaml."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from trellis.roles import Logger
+
+METRICS_FILE = "metrics.csv"
+HPARAMS_FILE = "hparams.yaml"
+
+
+class CSVLogger(Logger):
+    """Rows of (step, epoch, metrics...), flushed every `flush_logs_every_n_steps` rows.
+
+    New metric names add columns (the file is rewritten with the wider header). The version directory
+    and the last logged step travel in checkpoints: a resumed run appends to the same file and drops
+    rows logged after the checkpoint, so no step is duplicated or missing.
+    """
+
+    name = "csv"
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike = ".",
+        name: str = "trellis_logs",
+        version: int | str | None = None,
+        flush_logs_every_n_steps: int = 50,
+    ) -> None:
+        self.save_dir = os.fspath(save_dir)
+        self.run_name = name
+        self._version = version
+        self.flush_every = max(1, flush_logs_every_n_steps)
+        self._rows: list[dict[str, Any]] = []
+        self._columns: list[str] = []
+        self._last_step = -1
+
+    @classmethod
+    def from_trainer(cls, root_dir: str) -> CSVLogger:
+        return cls(save_dir=root_dir)
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = _next_version(os.path.join(self.save_dir, self.run_name))
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        folder = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.save_dir, self.run_name, folder)
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.log_dir, METRICS_FILE)
+
+    @property
+    def experiment(self) -> CSVLogger:
+        return self
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        os.makedirs(self.log_dir, exist_ok=True)
+        with open(os.path.join(self.log_dir, HPARAMS_FILE), "w") as file:
+            yaml.safe_dump({key: _plain(value) for key, value in params.items()}, file)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        row = {"step": step, **metrics}
+        self._rows.append(row)
+        self._last_step = max(self._last_step, step)
+        if len(self._rows) >= self.flush_every:
+            self.save()
+
+    def save(self) -> None:
+        if not self._rows:
+            return
+        os.makedirs(self.log_dir, exist_ok=True)
+        existing = self._read_rows() if not self._columns and os.path.exists(self.metrics_path) else None
+        if existing is not None:
+            self._columns = list(existing[0].keys()) if existing else []
+        new_columns = [key for row in self._rows for key in row if key not in self._columns]
+        if new_columns or not os.path.exists(self.metrics_path):
+            previous = existing if existing is not None else self._read_rows()
+            self._columns = _ordered(self._columns + list(dict.fromkeys(new_columns)))
+            self._write(previous + self._rows, mode="w")
+        else:
+            self._write(self._rows, mode="a")
+        self._rows.clear()
+
+    def finalize(self, status: str) -> None:
+        self.save()
+
+    def state_dict(self) -> dict[str, Any]:
+        self.save()  # everything up to the checkpoint is on disk before the checkpoint exists
+        return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name, "last_step": self._last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("save_dir") != self.save_dir or state.get("name") != self.run_name:
+            return
+        self._version = state["version"]
+        self._last_step = state["last_step"]
+        if os.path.exists(self.metrics_path):
+            rows = [row for row in self._read_rows() if int(float(row["step"])) <= self._last_step]
+            self._columns = _ordered(list(rows[0].keys())) if rows else []
+            self._write(rows, mode="w")
+
+    def _read_rows(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.metrics_path):
+            return []
+        with open(self.metrics_path, newline="") as file:
+            return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        with open(self.metrics_path, mode, newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self._columns)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+            file.flush()
+
+
+def _ordered(columns: list[str]) -> list[str]:
+    """step and epoch first, then metrics in order of appearance."""
+    leading = [name for name in ("step", "epoch") if name in columns]
+    return leading + [name for name in columns if name not in leading]
+
+
+def _next_version(root: str) -> int:
+    if not os.path.isdir(root):
+        return 0
+    numbers = [int(entry[8:]) for entry in os.listdir(root) if entry.startswith("version_") and entry[8:].isdigit()]
+    return max(numbers) + 1 if numbers else 0
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe form of a hyperparameter value."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return repr(value)

@@ -1,0 +1,58 @@
+"""True precision modes: parameters, inputs and new tensors all in one dtype, no autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from trellis.roles import Precision
+from trellis.utils.collections import apply_to_tensors
+
+
+class TruePrecision(Precision):
+    """The module's parameters and floating inputs in `param_dtype`; optimizer state follows them."""
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(dtype=self.param_dtype)
+
+    def convert_input(self, batch: Any) -> Any:
+        dtype = self.param_dtype
+        return apply_to_tensors(batch, lambda tensor: tensor.to(dtype) if tensor.is_floating_point() else tensor)
+
+    def forward_context(self, device_type: str) -> contextlib.AbstractContextManager:
+        return _default_dtype(self.param_dtype)
+
+
+class Float32(Precision):
+    """"32-true": the plain PyTorch loop, nothing converted and nothing in between."""
+
+    name = "32-true"
+
+
+class Float64(TruePrecision):
+    name = "64-true"
+    param_dtype = torch.float64
+
+
+class Float16(TruePrecision):
+    name = "16-true"
+    param_dtype = torch.float16
+
+
+class BFloat16(TruePrecision):
+    name = "bf16-true"
+    param_dtype = torch.bfloat16
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Tensors created inside (torch.zeros(...), torch.tensor(1.0)) take `dtype`."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
