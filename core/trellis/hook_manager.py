@@ -47,7 +47,6 @@ class HookManager(pluggy.PluginManager):
             plugin_name = super().register(plugin, name)
         except pluggy.PluginValidationError as error:
             raise _argument_error(plugin, error) from None
-        _pass_defaulted_arguments(self, plugin)
         self._refresh()
         return plugin_name
 
@@ -106,16 +105,3 @@ def _argument_error(plugin: Any, error: pluggy.PluginValidationError) -> HookVal
             )
     return HookValidationError(str(error))
 
-
-def _pass_defaulted_arguments(manager: HookManager, plugin: Any) -> None:
-    """pluggy leaves arguments with defaults unpassed; pass those the hook provides (`stage=None`)."""
-    for caller in manager.get_hookcallers(plugin) or ():
-        spec_arguments = caller.spec.argnames if caller.spec else ()
-        for implementation in caller.get_hookimpls():
-            if implementation.plugin is plugin and implementation.kwargnames:
-                passed = []
-                for name in implementation.kwargnames:  # positional order: stop at the first one not passed
-                    if name not in spec_arguments:
-                        break
-                    passed.append(name)
-                implementation.argnames = implementation.argnames + tuple(passed)

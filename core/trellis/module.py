@@ -12,6 +12,7 @@ import torch
 
 from trellis.errors import ConfigurationError
 from trellis.hookspecs import default_hook
+from trellis.optim import StrategyOptimizer
 from trellis.utils.hparams import AttributeDict, collect_init_arguments
 
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ class Module(ModuleHooks, torch.nn.Module):
 
     # -- manual optimization ------------------------------------------------------------------
     def optimizers(self) -> Any:
-        optimizers = self.trainer.optimizers
+        """The optimizers, whose step() goes through the strategy and precision (loss scaling)."""
+        optimizers = [StrategyOptimizer(optimizer, self.trainer.strategy) for optimizer in self.trainer.optimizers]
         return optimizers[0] if len(optimizers) == 1 else optimizers
 
     def lr_schedulers(self) -> Any:

@@ -103,3 +103,24 @@ def _check_optimizers(optimizers: list[Any]) -> None:
                 f"configure_optimizers gave a {type(optimizer).__name__} where an optimizer belongs; return "
                 "torch.optim.Optimizer objects"
             )
+
+
+class StrategyOptimizer:
+    """An optimizer as `Module.optimizers()` hands it out: its step goes through the strategy.
+
+    In manual optimization `opt.step()` then honours the precision (16-mixed unscales and skips steps whose
+    gradients overflowed) and strategies that own the step; every other attribute is the optimizer's.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, strategy: Any) -> None:
+        self.optimizer = optimizer
+        self._strategy = strategy
+
+    def step(self, closure: Any = None) -> Any:
+        return self._strategy.optimizer_step(self.optimizer, closure)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"StrategyOptimizer({self.optimizer!r})"

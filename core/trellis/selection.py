@@ -119,7 +119,8 @@ def resolve_strategy(strategy: str | Strategy, accelerator: Accelerator, device_
     if isinstance(strategy, Strategy):
         return strategy
     if strategy == "auto":
-        strategy = accelerator.default_distributed_strategy if device_count > 1 else "single_device"
+        strategy = (accelerator.default_distributed_strategy if device_count > 1
+                    else accelerator.default_single_device_strategy)
     if strategy in BUILTIN_STRATEGIES:
         return BUILTIN_STRATEGIES[strategy]()
     return discovery.load("strategy", strategy)()

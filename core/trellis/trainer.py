@@ -14,6 +14,7 @@ import torch
 
 from trellis import checkpointing, discovery
 from trellis.callbacks.base import Callback
+from trellis.distributed_data import distribute
 from trellis.data import batch_limit, loader_length, request_loaders, require_batches
 from trellis.errors import ConfigurationError
 from trellis.hook_manager import HookManager
@@ -61,6 +62,7 @@ class Trainer:
         enable_checkpointing: bool = True,
         default_root_dir: str | os.PathLike | None = None,
         inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -86,6 +88,7 @@ class Trainer:
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.inference_mode = inference_mode
+        self.use_distributed_sampler = use_distributed_sampler
 
         plugin_list = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins is not None else [])
         selection = select(accelerator, strategy, devices, num_nodes, precision, plugin_list)
@@ -302,7 +305,8 @@ class Trainer:
         self._restore(ckpt_path, training_state=False)
         method = {"validate": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}[stage]
         loop_stage = {"validate": "validation", "test": "test", "predict": "predict"}[stage]
-        stage_loaders = request_loaders(method, loaders[loop_stage], module, self.datamodule)
+        stage_loaders = [self._distribute(loader)
+                         for loader in request_loaders(method, loaders[loop_stage], module, self.datamodule)]
         if not stage_loaders:
             raise ConfigurationError(
                 f"trainer.{stage}() found no dataloader: pass dataloaders=..., a datamodule, or define "
@@ -361,19 +365,26 @@ class Trainer:
             )
         if len(train) > 1:
             raise ConfigurationError("fit takes one training dataloader; combine several into one dataset or loader")
-        self.train_loader = train[0]
+        self.train_loader = self._distribute(train[0])
         self.num_training_batches = batch_limit(self.train_loader, self.limits["train"], "limit_train_batches")
         require_batches(self.num_training_batches, "training")
         has_validation_step = callable(getattr(self.module, "validation_step", None))
-        self.val_loaders = (
-            request_loaders("val_dataloader", loaders["validation"], self.module, self.datamodule)
-            if has_validation_step else []
-        )
+        self.val_loaders = [
+            self._distribute(loader)
+            for loader in request_loaders("val_dataloader", loaders["validation"], self.module, self.datamodule)
+        ] if has_validation_step else []
         self.val_batch_limits = [batch_limit(loader, self.limits["validation"], "limit_val_batches")
                                  for loader in self.val_loaders]
         if self.val_loaders and not any(self.val_batch_limits):
             self.val_loaders = []
         self.val_check_batches = self._validation_interval()
+
+    def _distribute(self, loader: Iterable) -> Iterable:
+        """Insert a DistributedSampler when the strategy splits data (opt out: use_distributed_sampler=False)."""
+        sampler_kwargs = self.strategy.distributed_sampler_kwargs
+        if sampler_kwargs is None or not self.use_distributed_sampler:
+            return loader
+        return distribute(loader, sampler_kwargs)
 
     def _validation_interval(self) -> int:
         """Training batches between mid-epoch validations; 0 when validation runs at epoch end only."""

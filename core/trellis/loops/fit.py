@@ -155,6 +155,7 @@ class FitLoop:
         if trainer.metrics.logger_keys or trainer.metrics.prog_bar_keys or batch_index == 0:
             trainer.metrics.current_batch_size = infer_batch_size(batch)
         outputs = None
+        stepped = False
         for optimizer_index, optimizer in enumerate(optimizers):
             arguments = (batch, batch_index, optimizer_index) if trainer.classic_optimizer_idx else (batch, batch_index)
             with strategy.no_backward_sync(not steps_now) if accumulate > 1 else contextlib.nullcontext():
@@ -169,8 +170,9 @@ class FitLoop:
                 self._pending_where = f"epoch {self.epoch}, batch {batch_index}, global step {self.global_step}"
             if steps_now:
                 trainer.optimizer_step(optimizer, optimizer_index)
+                stepped = True
         trainer.metrics.in_training_step = False
-        if steps_now and optimizers:
+        if stepped:
             self.global_step += 1
             trainer.step_schedulers("step")
         return outputs

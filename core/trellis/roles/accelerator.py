@@ -30,6 +30,8 @@ class Accelerator:
     auto_priority: ClassVar[int] = 0
     #: strategy chosen by strategy="auto" when more than one device is asked for.
     default_distributed_strategy: ClassVar[str] = "ddp"
+    #: strategy chosen by strategy="auto" for one device (XLA's keeps checkpoints off the device).
+    default_single_device_strategy: ClassVar[str] = "single_device"
 
     @classmethod
     def is_available(cls) -> bool:

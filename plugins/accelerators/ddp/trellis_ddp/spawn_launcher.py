@@ -1,0 +1,160 @@
+"""Launching through torch.multiprocessing, for notebooks and interactive sessions.
+
+Every rank runs in a new process and this one waits, so that a failing rank raises here (with its
+traceback) instead of killing the notebook kernel. Rank 0 sends back the return value, the trained
+weights and the trainer's progress, which are loaded into this process's objects.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from trellis.errors import TrellisError
+from trellis_ddp.environment import PARENT_VARIABLE
+from trellis_ddp.ports import free_port, require_free
+
+T = TypeVar("T")
+POLL_SECONDS = 0.05
+TERMINATE_GRACE_SECONDS = 5.0
+
+
+class RankFailedError(TrellisError, RuntimeError):
+    """A process of the group raised; the message holds its traceback."""
+
+
+class SpawnLauncher:
+    """Starts `num_devices` processes with the given start method ("spawn" or "fork") and waits for them."""
+
+    def __init__(self, num_devices: int, start_method: str) -> None:
+        self.num_devices, self.start_method = num_devices, start_method
+
+    def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import torch.multiprocessing as mp
+
+        address = os.environ.get("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" in os.environ:
+            port = int(os.environ["MASTER_PORT"])
+            require_free(address, port)
+        else:
+            port = free_port(address)
+        context = mp.get_context(self.start_method)
+        messages = context.SimpleQueue()
+        processes = [
+            context.Process(
+                target=_run_rank,
+                args=(rank, self.num_devices, address, port, os.getpid(), messages, function, args, kwargs),
+                name=f"trellis-rank-{rank}",
+            )
+            for rank in range(self.num_devices)
+        ]
+        for process in processes:
+            process.start()
+        outcome = _wait(processes, messages)
+        _restore(function, args, outcome["state"])
+        return outcome["result"]
+
+
+def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, messages: Any,
+              function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    os.environ.update({
+        "MASTER_ADDR": address, "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size), "NODE_RANK": "0",
+        "LOCAL_RANK": str(rank), "RANK": str(rank), PARENT_VARIABLE: str(parent),
+    })
+    try:
+        result = function(*args, **kwargs)
+    except BaseException:
+        text = traceback.format_exc()
+        print(f"[trellis] rank {rank} raised:\n{text}", file=sys.stderr, flush=True)
+        messages.put(("error", rank, text))
+        sys.exit(1)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        messages.put(("done", _collect(function, args, result)))
+
+
+def _wait(processes: list, messages: Any) -> dict[str, Any]:
+    """Wait for every rank; on the first failure stop the others and raise with its traceback."""
+    outcome: dict[str, Any] | None = None
+    errors: dict[int, str] = {}
+    while True:
+        while not messages.empty():
+            message = messages.get()
+            if message[0] == "done":
+                outcome = message[1]
+            else:
+                errors[message[1]] = message[2]
+        failed = [(rank, p.exitcode) for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
+        if failed or errors:
+            _terminate(processes)
+            while not messages.empty():
+                message = messages.get()
+                if message[0] == "error":
+                    errors[message[1]] = message[2]
+            rank = min(errors) if errors else failed[0][0]
+            detail = errors.get(rank, f"it exited with code {dict(failed).get(rank)} without a Python traceback")
+            raise RankFailedError(f"rank {rank} of {len(processes)} failed; every rank was stopped. Rank {rank}:\n{detail}")
+        if all(p.exitcode == 0 for p in processes) and outcome is not None:
+            return outcome
+        if all(p.exitcode == 0 for p in processes) and messages.empty():
+            raise RankFailedError("rank 0 exited without sending its result back")
+        time.sleep(POLL_SECONDS)
+
+
+def _terminate(processes: list) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _collect(function: Callable[..., Any], args: tuple, result: Any) -> dict[str, Any]:
+    """What rank 0 sends back: the return value, the module's weights and the trainer's progress."""
+    trainer = getattr(function, "__self__", None)
+    module = next((arg for arg in args if isinstance(arg, torch.nn.Module)), None)
+    state: dict[str, Any] = {}
+    if module is not None:
+        state["module"] = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    if trainer is not None and hasattr(trainer, "fit_loop"):
+        state["fit_loop"] = trainer.fit_loop.state_dict()
+        state["callback_metrics"] = {key: value.detach().cpu() for key, value in trainer.callback_metrics.items()}
+        state["logged_metrics"] = dict(trainer.logged_metrics)
+        state["checkpoint_paths"] = [
+            {name: getattr(callback, name) for name in ("best_model_path", "last_model_path", "best_model_score")
+             if hasattr(callback, name)}
+            for callback in trainer.checkpoint_callbacks
+        ]
+    return {"result": result, "state": state}
+
+
+def _restore(function: Callable[..., Any], args: tuple, state: dict[str, Any]) -> None:
+    """Load what rank 0 sent into this process's module and trainer."""
+    module = next((arg for arg in args if isinstance(arg, torch.nn.Module)), None)
+    if module is not None and "module" in state:
+        module.load_state_dict(state["module"])
+    trainer = getattr(function, "__self__", None)
+    if trainer is None or "fit_loop" not in state:
+        return
+    trainer.fit_loop.load_state_dict({**state["fit_loop"], "epoch_completed": False})
+    trainer.metrics.callback_metrics = state["callback_metrics"]
+    trainer.logged_metrics.update(state["logged_metrics"])
+    for callback, paths in zip(trainer.checkpoint_callbacks, state["checkpoint_paths"]):
+        for name, value in paths.items():
+            setattr(callback, name, value)
+    if module is not None:
+        trainer.module = module
