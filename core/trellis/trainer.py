@@ -260,7 +260,8 @@ class Trainer:
         try:
             self._prepare_data()
             self.hooks.call("setup", trainer=self, pl_module=module, stage=lifecycle_stage)
-            module.configure_model()
+            with self.strategy.model_init_context():
+                module.configure_model()
             result = self._run_stage(stage, loaders, ckpt_path, verbose)
             status = "success"
             return result

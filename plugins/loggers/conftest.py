@@ -88,7 +88,7 @@ def stop(process: subprocess.Popen) -> None:
         process.stdout.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     return SimpleNamespace(
         TinyRegression=TinyRegression, random_loader=random_loader, quiet_trainer=quiet_trainer,

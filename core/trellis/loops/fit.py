@@ -108,12 +108,14 @@ class FitLoop:
         step_boundary = strategy.accelerator.step_boundary
         run_batch = self._automatic_batch if module.automatic_optimization else self._manual_batch
         validate_every = trainer.val_check_batches
+        check_loss_each_step = not strategy.accelerator.defers_execution
         for batch_index, batch in enumerate(strategy.process_dataloader(trainer.train_loader)):
             if batch_index < skip:  # resuming inside an epoch: these batches were trained already
                 continue
             if batch_index >= limit:
                 break
-            self._check_pending_loss()
+            if check_loss_each_step:
+                self._check_pending_loss()
             batch = strategy.batch_to_device(batch)
             if on_batch_start is not None and -1 in on_batch_start(
                 trainer=trainer, pl_module=module, batch=batch, batch_idx=batch_index
@@ -193,9 +195,12 @@ class FitLoop:
     def _check_pending_loss(self) -> None:
         """Raise if the previous step's loss was not finite (checked one step late: no sync per step)."""
         loss, self._pending_loss = self._pending_loss, None
-        if loss is not None and not bool(torch.isfinite(loss).all()):
+        if loss is None:
+            return
+        value = loss.item() if loss.numel() == 1 else float(loss.sum())
+        if not math.isfinite(value):
             raise TrainingError(
-                f"the training loss became {float(loss)} at {self._pending_where}. Lower the learning rate, clip "
+                f"the training loss became {value} at {self._pending_where}. Lower the learning rate, clip "
                 "gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the inputs for NaN/inf. "
                 "Checkpoints saved before this step are untouched."
             )

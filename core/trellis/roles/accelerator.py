@@ -32,6 +32,9 @@ class Accelerator:
     default_distributed_strategy: ClassVar[str] = "ddp"
     #: strategy chosen by strategy="auto" for one device (XLA's keeps checkpoints off the device).
     default_single_device_strategy: ClassVar[str] = "single_device"
+    #: the device runs recorded graphs asynchronously (XLA): reading a tensor on the host stalls it, so the
+    #: fit loop checks the loss for NaN/inf at epoch ends instead of after every step.
+    defers_execution: ClassVar[bool] = False
 
     @classmethod
     def is_available(cls) -> bool:

@@ -98,6 +98,10 @@ class Strategy:
         return None
 
     # -- model and optimizers -----------------------------------------------------------------
+    def model_init_context(self) -> contextlib.AbstractContextManager:
+        """Context around `Module.configure_model`: sharding strategies create layers already sharded there."""
+        return contextlib.nullcontext()
+
     def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
         """Place and wrap the module, then build the optimizers over its final parameters.
 

@@ -7,6 +7,7 @@ weights and the trainer's progress, which are loaded into this process's objects
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -80,7 +81,7 @@ def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, 
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        messages.put(("done", _collect(function, args, result)))
+        messages.put(("done", _to_bytes(_collect(function, args, result))))
 
 
 def _wait(processes: list, messages: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def _wait(processes: list, messages: Any) -> dict[str, Any]:
         while not messages.empty():
             message = messages.get()
             if message[0] == "done":
-                outcome = message[1]
+                outcome = torch.load(io.BytesIO(message[1]), weights_only=False)  # written by our own rank 0
             else:
                 errors[message[1]] = message[2]
         failed = [(rank, p.exitcode) for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
@@ -109,6 +110,13 @@ def _wait(processes: list, messages: Any) -> dict[str, Any]:
         if all(p.exitcode == 0 for p in processes) and messages.empty():
             raise RankFailedError("rank 0 exited without sending its result back")
         time.sleep(POLL_SECONDS)
+
+
+def _to_bytes(payload: Any) -> bytes:
+    """Serialised here, so no tensor is shared through a file descriptor that dies with this process."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def _terminate(processes: list) -> None:

@@ -32,6 +32,7 @@ class XLAAccelerator(Accelerator):
     auto_priority = 20
     default_distributed_strategy = "xla"
     default_single_device_strategy = "xla"
+    defers_execution = True
 
     def __init__(self, metrics_report: bool = False) -> None:
         self.metrics_report = metrics_report

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from trellis.errors import ConfigurationError
+import torch
+
+from trellis.errors import ConfigurationError, TrainingError
 from trellis.roles import Strategy
 from trellis.roles.checkpoint_io import PathLike
 
@@ -30,6 +32,18 @@ class XLAStrategy(Strategy):
                 "and multi-core launch is not implemented yet: pass devices=1"
             )
         super().connect(accelerator, precision, checkpoint_io, devices, num_nodes)
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        try:
+            super().backward(loss, optimizer)
+        except RuntimeError as error:
+            if "device_ready_queues_" not in str(error):
+                raise
+            raise TrainingError(
+                "a backward pass ran in this process before torch_xla started its runtime, so torch's autograd "
+                "engine has no queue for XLA devices. Start XLA first: put `import torch_xla; torch_xla.device()` "
+                "at the top of the script, before any CPU or GPU training"
+            ) from error
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
         import torch_xla.core.xla_model as xm

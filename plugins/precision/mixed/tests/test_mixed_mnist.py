@@ -70,6 +70,7 @@ def test_accuracy(precision: str, tmp_path: Path) -> float:
 test_accuracy.__test__ = False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST IDX files not found at {MNIST_DIR} (set TRELLIS_MNIST_DIR)")
 def test_bf16_mixed_reaches_the_accuracy_of_32_true_on_mnist(tmp_path: Path) -> None:
     full = test_accuracy("32-true", tmp_path / "full")

@@ -33,16 +33,22 @@ class Float32(Precision):
 
 
 class Float64(TruePrecision):
+    """"64-true": double precision, for numerics that float32 rounds away (gradient checks, ill-conditioned fits)."""
+
     name = "64-true"
     param_dtype = torch.float64
 
 
 class Float16(TruePrecision):
+    """"16-true": everything in float16, no loss scaling; halves memory, overflows where float32 would not."""
+
     name = "16-true"
     param_dtype = torch.float16
 
 
 class BFloat16(TruePrecision):
+    """"bf16-true": everything in bfloat16; float32's range with 8 bits of mantissa."""
+
     name = "bf16-true"
     param_dtype = torch.bfloat16
 

@@ -33,4 +33,4 @@ def train(rank: int, world_size: int, port: int, epochs: int, out: str) -> None:
 
 if __name__ == "__main__":
     out, epochs, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    mp.start_processes(train, args=(2, port, epochs, out), nprocs=2, start_method="spawn")
+    mp.start_processes(train, args=(2, port, epochs, out), nprocs=2, start_method="fork")

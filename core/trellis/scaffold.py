@@ -1,0 +1,108 @@
+"""`trellis new-plugin`: a plugin distribution that installs, passes its tests and runs by name at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import string
+from pathlib import Path
+
+from trellis.discovery import GROUPS
+from trellis.errors import ConfigurationError
+from trellis.scaffold_templates import plugins, project, tests
+
+#: role as typed on the command line -> role name in the kernel.
+ROLE_ALIASES = {role.replace("_", "-"): role for role in GROUPS} | {role: role for role in GROUPS}
+_CLASS_SUFFIX = {
+    "accelerator": "Accelerator",
+    "strategy": "Strategy",
+    "precision": "Precision",
+    "logger": "Logger",
+    "checkpoint_io": "CheckpointIO",
+    "cluster_environment": "Environment",
+    "callback": "Callback",
+}
+_NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*([-_][a-z0-9]+)*")
+
+
+def scaffold(role: str, name: str, directory: str | os.PathLike = ".") -> Path:
+    """Write the distribution trellis-NAME for a plugin of `role` under `directory`; return its folder."""
+    role = ROLE_ALIASES.get(role, role)
+    if role not in GROUPS:
+        raise ConfigurationError(f"--role {role!r} is not a plugin role: use one of {', '.join(sorted(ROLE_ALIASES))}")
+    if not _NAME_PATTERN.fullmatch(name):
+        raise ConfigurationError(
+            f"plugin name {name!r} is not usable: use lowercase letters, digits, '-' or '_', starting with a letter "
+            "(e.g. acme or acme-npu)"
+        )
+    ident = name.replace("-", "_")
+    values = {
+        "name": name,
+        "entry_name": f'"{name}"' if "-" in name else name,
+        "ident": ident,
+        "role": role,
+        "role_words": role.replace("_", " "),
+        "group": GROUPS[role],
+        "distribution": f"trellis-{name}",
+        "package": f"trellis_{ident}",
+        "cls": "".join(part.capitalize() for part in re.split(r"[-_]", name)) + _CLASS_SUFFIX[role],
+        "env_prefix": ident.upper(),
+    }
+    root = Path(directory) / values["distribution"]
+    if root.exists() and any(root.iterdir()):
+        raise ConfigurationError(f"{root} already exists and is not empty: choose another --dir or remove it")
+    values["usage"] = "import trellis\n\n" + _render(project.USAGE[role], values)
+    values["flags"] = _render(tests.TRAIN_FLAGS.get(role, ""), values)
+    files = {
+        "pyproject.toml": project.PYPROJECT,
+        "README.md": project.README,
+        f"{values['package']}/__init__.py": plugins.MODULES[role],
+        f"tests/test_{ident}_{role}.py": tests.HEADER + tests.BODIES[role],
+    }
+    for relative, template in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_render(template, values))
+    return root
+
+
+def _render(template: str, values: dict[str, str]) -> str:
+    return string.Template(template).substitute(values)
+
+
+def add_new_plugin_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `new-plugin` on the `trellis` command's subparsers; it runs through `run_new_plugin`."""
+    parser = subparsers.add_parser(
+        "new-plugin",
+        help="scaffold a plugin distribution (pyproject with entry point, package, tests, README)",
+        description="Write trellis-NAME/, a plugin distribution that installs, passes its tests and the "
+        "conformance kit, and works by name at once.",
+    )
+    parser.add_argument("--role", required=True, choices=sorted(ROLE_ALIASES), help="the role the plugin fills")
+    parser.add_argument("name", help="the name users choose it by, e.g. acme for Trainer(accelerator='acme')")
+    parser.add_argument("--dir", default=".", help="folder to create trellis-NAME/ in (default: the current one)")
+    parser.set_defaults(handler=run_new_plugin)
+    return parser
+
+
+def run_new_plugin(arguments: argparse.Namespace) -> int:
+    """The `new-plugin` command: scaffold, then say what to do next."""
+    root = scaffold(arguments.role, arguments.name, arguments.dir)
+    print(f"created {root}\nnext:\n  pip install -e {root}\n  cd {root} && pytest")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trellis.scaffold --role ROLE NAME [--dir DIR]`, the same command without the `trellis` CLI."""
+    parser = argparse.ArgumentParser(prog="trellis")
+    add_new_plugin_parser(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(["new-plugin", *(argv if argv is not None else __import__("sys").argv[1:])])
+    try:
+        return arguments.handler(arguments)
+    except ConfigurationError as error:
+        parser.exit(2, f"trellis new-plugin: error: {error}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

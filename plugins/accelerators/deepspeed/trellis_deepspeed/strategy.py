@@ -1,0 +1,357 @@
+"""strategy="deepspeed": DeepSpeed's engine owns the model, backward, the optimizer step and checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from trellis.errors import CheckpointError, ConfigurationError
+from trellis.roles import Strategy
+from trellis.utils.collections import apply_to_tensors
+from trellis_deepspeed import checkpoint as ds_checkpoint
+from trellis_deepspeed import config as ds_config
+from trellis_deepspeed import process_group
+
+if TYPE_CHECKING:
+    from trellis.optim import OptimizerSetup
+    from trellis.roles.checkpoint_io import PathLike
+
+T = TypeVar("T")
+_HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class StepRunner(torch.nn.Module):
+    """What the engine wraps: its forward calls a step method, so every step passes through engine.forward."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, method: str, *args: Any) -> Any:
+        return getattr(self.module, method)(*args)
+
+
+class DeepSpeedStrategy(Strategy):
+    """Data parallel training with ZeRO (stages 1, 2, 3) and CPU offload through DeepSpeed.
+
+    The config comes from `config` (a dict or a JSON file path) and the keyword arguments; the Trainer's
+    precision, accumulate_grad_batches and gradient_clip_val are written into it, and the micro batch
+    size is read from the training dataloader unless the config fixes it. Processes are launched by
+    torchrun (or DeepSpeed's launcher); alone, the strategy forms a world of one itself.
+    """
+
+    name = "deepspeed"
+
+    def __init__(
+        self,
+        stage: int | None = None,
+        *,
+        config: ds_config.ConfigSource = None,
+        offload_optimizer: bool = False,
+        offload_parameters: bool = False,
+        micro_batch_size: int | None = None,
+        logging_level: int = logging.WARNING,
+        **zero_options: Any,
+    ) -> None:
+        super().__init__()
+        user_config = ds_config.read_config(config)
+        options: dict[str, Any] = {"stage": stage, **zero_options}
+        if offload_optimizer:
+            options["offload_optimizer"] = {"device": "cpu"}
+        if offload_parameters:
+            options["offload_param"] = {"device": "cpu"}
+        if stage is None and "stage" not in user_config.get("zero_optimization", {}):
+            options["stage"] = 2
+        self.config = ds_config.merge_zero_options(user_config, options)
+        if micro_batch_size is not None:
+            self.config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        if "offload_param" in self.config["zero_optimization"] and self.zero_stage != 3:
+            raise ConfigurationError(
+                f"parameter offload needs ZeRO stage 3, but the stage is {self.zero_stage}: pass stage=3"
+            )
+        self.logging_level = logging_level
+        #: the DeepSpeed engine, once setup() built it.
+        self.engine: Any = None
+        self._micro_batch_from_loader = ds_config.micro_batch_from_config(self.config) is None
+        self._clip_value: float | None = None
+
+    @property
+    def zero_stage(self) -> int:
+        return ds_config.zero_stage(self.config)
+
+    # -- wiring and processes -----------------------------------------------------------------
+    def connect(self, accelerator, precision, checkpoint_io, devices, num_nodes) -> None:  # noqa: ANN001
+        ds_config.check_precision(precision.name or "32-true")
+        super().connect(accelerator, precision, checkpoint_io, devices, num_nodes)
+
+    def setup_environment(self) -> None:
+        expected = len(self.devices) * self.num_nodes
+        process_group.check_world_size(expected)
+        process_group.prepare_single_process_environment()
+        _quiet_deepspeed(self.logging_level)
+        process_group.join(self.accelerator.process_group_backend)
+        super().setup_environment()
+
+    @property
+    def global_rank(self) -> int:
+        return _distributed("get_rank", process_group.env_int("RANK", 0))
+
+    @property
+    def local_rank(self) -> int:
+        return process_group.env_int("LOCAL_RANK", 0)
+
+    @property
+    def node_rank(self) -> int:
+        return process_group.env_int("GROUP_RANK", process_group.env_int("NODE_RANK", 0))
+
+    @property
+    def world_size(self) -> int:
+        return _distributed("get_world_size", process_group.env_int("WORLD_SIZE", 1))
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    # -- model and optimizers -----------------------------------------------------------------
+    def model_init_context(self) -> contextlib.AbstractContextManager:
+        """Around configure_model: under ZeRO stage 3, layers are created already partitioned over processes."""
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        settings = ds_config.TrainerSettings(precision=self._precision_name, world_size=self.world_size)
+        config = ds_config.complete_config(self.config, settings, with_optimizer=False, micro_batch_size=None)
+        return deepspeed.zero.Init(config_dict_or_path=config)
+
+    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+        """Build the engine over the module and the user's optimizer (or the config's own optimizer).
+
+        The user's learning-rate schedulers stay with the Trainer, which steps them by their interval;
+        a scheduler from the config's "scheduler" section is stepped by the engine at each optimizer step.
+        """
+        from trellis.optim import OptimizerSetup
+
+        if build_optimizers is None and self.engine is not None and self.module is module:
+            return None  # evaluating after fit: the trained engine is reused
+        self.module = module
+        setup = build_optimizers() if build_optimizers is not None else None
+        optimizer = _single_optimizer(setup) if setup is not None else None
+        training = setup is not None
+        if training and optimizer is None and "optimizer" not in self.config:
+            raise ConfigurationError(
+                "DeepSpeed found no optimizer: return one from configure_optimizers, or add an 'optimizer' section "
+                "to the DeepSpeed config"
+            )
+        if optimizer is not None and "optimizer" in self.config:
+            raise ConfigurationError(
+                "both configure_optimizers and the DeepSpeed config's 'optimizer' section give an optimizer: keep one"
+            )
+        config = ds_config.complete_config(
+            self.config, self._trainer_settings(module), with_optimizer=training, micro_batch_size=None
+        )
+        self._clip_value = config.get("gradient_clipping")
+        self.engine = _initialize(StepRunner(module), optimizer, config, training)
+        self.model = self.engine
+        if not training:
+            return None
+        basic = optimizer if optimizer is not None else getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        return OptimizerSetup([basic], setup.schedulers)
+
+    def _trainer_settings(self, module: torch.nn.Module) -> ds_config.TrainerSettings:
+        trainer = getattr(module, "_trainer", None)
+        return ds_config.TrainerSettings(
+            precision=self._precision_name,
+            accumulate_grad_batches=getattr(trainer, "accumulate_grad_batches", 1),
+            gradient_clip_val=getattr(trainer, "gradient_clip_val", None),
+            gradient_clip_algorithm=getattr(trainer, "gradient_clip_algorithm", "norm"),
+            world_size=self.world_size,
+        )
+
+    @property
+    def _precision_name(self) -> str:
+        return self.precision.name or "32-true"
+
+    def run_step(self, method: str, *args: Any) -> Any:
+        """Every step goes through engine.forward (ZeRO's hooks); DeepSpeed, not the precision plugin, casts."""
+        return self.engine(method, *args)
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        """The Trainer already divided the loss by accumulate_grad_batches, so the engine must not again."""
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        """engine.step(): unscale, clip (config's gradient_clipping), step, zero the gradients, step its scheduler."""
+        result = closure() if closure is not None else None
+        self.engine.step()
+        return result
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """Nothing: engine.step() zeroes the gradients it owns."""
+
+    def clip_gradients(self, optimizer: torch.optim.Optimizer, value: float, algorithm: str = "norm") -> None:
+        """Clipping happens inside engine.step() with the config's value; a different request is refused."""
+        if algorithm != "norm" or self._clip_value is None or float(value) != float(self._clip_value):
+            raise ConfigurationError(
+                f"DeepSpeed clips inside its optimizer step with the norm {self._clip_value} fixed at setup; "
+                f"clipping to {algorithm} {value} now is not possible: set Trainer(gradient_clip_val=...) before fit"
+            )
+
+    def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Tell the engine whether this backward ends an accumulation window (the Trainer's loop decides)."""
+        self.engine.set_gradient_accumulation_boundary(not enabled)
+        return contextlib.nullcontext()
+
+    # -- data -------------------------------------------------------------------------------
+    def batch_to_device(self, batch: Any) -> Any:
+        batch = self.accelerator.batch_to_device(batch, self.root_device)
+        dtype = _HALF_DTYPES.get(ds_config.PRECISION_SECTIONS[self._precision_name] or "")
+        if dtype is None:
+            return batch
+        return apply_to_tensors(batch, lambda tensor: tensor.to(dtype) if tensor.is_floating_point() else tensor)
+
+    def process_dataloader(self, dataloader: Iterable) -> Iterable:
+        """The training dataloader's batch size becomes DeepSpeed's micro batch size (for its sample counts)."""
+        trainer = getattr(self.module, "_trainer", None)
+        batch_size = getattr(dataloader, "batch_size", None)
+        if (self._micro_batch_from_loader and self.engine is not None and batch_size
+                and trainer is not None and dataloader is trainer.train_loader):
+            self.engine.set_train_micro_batch_size(batch_size)
+        return super().process_dataloader(dataloader)
+
+    # -- collectives --------------------------------------------------------------------------
+    def reduce(self, value: Any, op: str = "mean") -> Any:
+        if self.world_size == 1 or not isinstance(value, torch.Tensor):
+            return value
+        ops = {"mean": torch.distributed.ReduceOp.SUM, "sum": torch.distributed.ReduceOp.SUM,
+               "max": torch.distributed.ReduceOp.MAX, "min": torch.distributed.ReduceOp.MIN}
+        if op not in ops:
+            raise ConfigurationError(f"reduce op {op!r} is unknown: use one of {sorted(ops)}")
+        reduced = value.detach().clone()
+        torch.distributed.all_reduce(reduced, op=ops[op])
+        return reduced / self.world_size if op == "mean" else reduced
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, tensor.contiguous())
+        return torch.stack(gathered)
+
+    def broadcast(self, obj: T, src: int = 0) -> T:
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self, name: str | None = None) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def module_state_dict(self) -> dict[str, Any]:
+        """The full weights; under ZeRO stage 3 they are gathered from every process (all must call this)."""
+        if self.zero_stage != 3:
+            return self.module.state_dict()
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+            return {name: tensor.detach().clone() for name, tensor in self.module.state_dict().items()}
+
+    def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        if isinstance(state, ds_checkpoint.WeightsLoadedByEngine):
+            return
+        if self.zero_stage == 3:
+            raise CheckpointError(
+                "loading a single-file checkpoint into a ZeRO stage 3 model is not supported: evaluate with "
+                "stage 1 or 2, or pass the DeepSpeed checkpoint directory"
+            )
+        self.module.load_state_dict(state, strict=strict)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
+        """Every rank writes its shards into a directory at `path`, which replaces any earlier one whole."""
+        if self.engine is None:
+            raise CheckpointError("DeepSpeed saves checkpoints through its engine: save during or after fit")
+        path = os.fspath(path)
+        partial = f"{path}.partial"
+        if self.is_global_zero and os.path.isdir(partial):
+            shutil.rmtree(partial)
+        self.barrier()
+        self.engine.save_checkpoint(partial, tag=ds_checkpoint.TAG, client_state=ds_checkpoint.client_state(checkpoint))
+        self.barrier()
+        if self.is_global_zero:
+            _replace_directory(partial, path)
+        self.barrier()
+
+    def load_checkpoint(self, path: PathLike, weights_only: bool = True) -> dict[str, Any]:
+        """Load a DeepSpeed checkpoint directory into the engine; its Trainer state is returned for the rest."""
+        if not ds_checkpoint.is_deepspeed_checkpoint(path):
+            training = self.engine is not None and self.engine.optimizer is not None
+            if training or not os.path.isfile(path):
+                raise CheckpointError(
+                    f"{os.fspath(path)!r} is not a DeepSpeed checkpoint directory: resume a DeepSpeed run from the "
+                    "directory it saved (plain weights can be loaded into the module before fit)"
+                )
+            return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+        training = self.engine.optimizer is not None
+        load_path, loaded = self.engine.load_checkpoint(
+            os.fspath(path), load_optimizer_states=training, load_lr_scheduler_states=training,
+            load_module_only=not training,
+        )
+        if load_path is None:
+            raise CheckpointError(f"DeepSpeed found no checkpoint to load in {os.fspath(path)!r}")
+        state = ds_checkpoint.trainer_state(loaded, path)
+        state["state_dict"] = ds_checkpoint.WeightsLoadedByEngine()
+        return state
+
+    def remove_checkpoint(self, path: PathLike) -> None:
+        if self.is_global_zero and os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+def _initialize(runner: StepRunner, optimizer: torch.optim.Optimizer | None, config: dict[str, Any],
+                training: bool) -> Any:
+    import deepspeed
+
+    parameters = [p for p in runner.parameters() if p.requires_grad] if training and optimizer is None else None
+    engine, *_ = deepspeed.initialize(
+        model=runner, optimizer=optimizer, model_parameters=parameters, config=config, dist_init_required=False
+    )
+    return engine
+
+
+def _single_optimizer(setup: OptimizerSetup) -> torch.optim.Optimizer | None:
+    if len(setup.optimizers) > 1:
+        raise ConfigurationError(
+            f"DeepSpeed trains with one optimizer, but configure_optimizers returned {len(setup.optimizers)}: "
+            "return one (use parameter groups for different settings)"
+        )
+    return setup.optimizers[0] if setup.optimizers else None
+
+
+def _distributed(function: str, default: int) -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return getattr(torch.distributed, function)()
+    return default
+
+
+def _replace_directory(source: str, target: str) -> None:
+    """Move `source` to `target`; an earlier `target` is kept aside until the new one is in place."""
+    aside = f"{target}.old"
+    if os.path.isdir(aside):
+        shutil.rmtree(aside)
+    if os.path.exists(target):
+        os.replace(target, aside)
+    os.replace(source, target)
+    if os.path.isdir(aside):
+        shutil.rmtree(aside)
+
+
+def _quiet_deepspeed(level: int) -> None:
+    logging.getLogger("DeepSpeed").setLevel(level)
