@@ -36,7 +36,7 @@ class MLP(trellis.Module):
         return torch.nn.functional.cross_entropy(self.net(inputs).float(), targets)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+        return torch.optim.SGD(self.parameters(), lr=1e-3, momentum=0.9)
 
 
 class StepTimer:
@@ -75,9 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
-    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--root", default="/tmp/trellis-bench-precision")
     parser.add_argument("--json", help="also write the figures to this file")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import traceback
 import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from trellis import discovery
 from trellis.callbacks.base import Callback
@@ -28,6 +30,7 @@ ROLE_BASES: dict[str, type] = {
 #: roles whose entry point may name a factory function instead of a class.
 FACTORY_ROLES = frozenset({"strategy", "precision", "checkpoint_io", "callback"})
 DEFAULT_IMPORT_BUDGET_S = 0.5
+T = TypeVar("T")
 
 
 class ConformanceFailure(AssertionError):
@@ -99,11 +102,15 @@ class Subject:
 
     def load(self) -> Any:
         """The object the entry point names (a class, or a factory where the role allows one)."""
+        if "load_error" in self.cache:
+            raise ConformanceFailure(f"cannot run: {self.target} does not import ({self.cache['load_error']})")
         if "loaded" not in self.cache:
             entry = self.entry()
             try:
                 self.cache["loaded"] = entry.load()
             except PluginLoadError as error:
+                cause = error.__cause__
+                self.cache["load_error"] = f"{type(cause).__name__}: {cause}; see its 'imports' check"
                 raise ConformanceFailure(
                     f"{error}\nFix: make `import {entry.value.partition(':')[0]}` work in a fresh interpreter; import "
                     "backend libraries (device SDKs, service clients) inside the methods that use them, so that a "
@@ -145,5 +152,27 @@ class Subject:
         if self.role != "accelerator":
             return
         cls = self.plugin_class()
-        if not cls.is_available():
+        if not unexpected_errors_fail(f"{cls.__qualname__}.is_available()", cls.is_available):
             raise ConformanceSkip(f"accelerator {self.name!r} is not available here: {cls.unavailable_reason()}")
+
+
+def unexpected_errors_fail(action: str, function: Callable[[], T]) -> T:
+    """Run `function`; an exception that is not the kit's own becomes a failure that points into the plugin."""
+    try:
+        return function()
+    except (ConformanceFailure, ConformanceSkip):
+        raise
+    except Exception as error:
+        raise failure_from(action, error) from error
+
+
+def failure_from(action: str, error: BaseException) -> ConformanceFailure:
+    """A failure naming what was done, the error, and the last line of plugin code on the way."""
+    frames = traceback.extract_tb(error.__traceback__)
+    plugin_frames = [frame for frame in frames if "/trellis/" not in frame.filename.replace(os.sep, "/")]
+    where = plugin_frames[-1] if plugin_frames else (frames[-1] if frames else None)
+    location = f" at {where.filename}:{where.lineno} in {where.name}()" if where else ""
+    return ConformanceFailure(
+        f"{action} raised {type(error).__name__}: {error}{location}. Fix that code path: the kernel calls it in "
+        "every run that chooses this plugin"
+    )

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from trellis import discovery
 from trellis.callbacks.base import Callback
 from trellis.errors import ConfigurationError
 from trellis.testing import workload
-from trellis.testing.subject import ConformanceFailure, ConformanceSkip, Subject
+from trellis.testing.subject import ConformanceFailure, ConformanceSkip, Subject, failure_from
 
 DDP_DEVICES = 2
 MID_EPOCH_CHECKPOINT = "mid_epoch.ckpt"
@@ -165,29 +164,11 @@ def _run(
     except ConfigurationError as error:
         if subject.role in ("precision", "strategy"):
             raise ConformanceSkip(f"{subject.target} cannot run on one CPU device: {error}") from None
-        raise _failure(subject, "Trainer.fit with", error) from error
+        raise failure_from(f"Trainer.fit with {subject.target}", error) from error
     except ConformanceFailure:
         raise
     except Exception as error:
-        raise _failure(subject, "Trainer.fit with", error) from error
-
-
-def _guard(subject: Subject, action: str, function: Any) -> Any:
-    try:
-        return function()
-    except Exception as error:
-        raise _failure(subject, action, error) from error
-
-
-def _failure(subject: Subject, action: str, error: BaseException) -> ConformanceFailure:
-    frames = traceback.extract_tb(error.__traceback__)
-    plugin_frames = [frame for frame in frames if "/trellis/" not in frame.filename.replace(os.sep, "/")]
-    where = plugin_frames[-1] if plugin_frames else (frames[-1] if frames else None)
-    location = f" at {where.filename}:{where.lineno} in {where.name}()" if where else ""
-    return ConformanceFailure(
-        f"{action} {subject.target} raised {type(error).__name__}: {error}{location}. The plugin must work in a plain "
-        "training run; the traceback above shows which of its methods the kernel was calling"
-    )
+        raise failure_from(f"Trainer.fit with {subject.target}", error) from error
 
 
 def _recording_logger(subject: Subject, root_dir: Path) -> Any:

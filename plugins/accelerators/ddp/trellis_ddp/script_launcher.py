@@ -47,6 +47,7 @@ class ScriptLauncher:
         self.num_devices, self.num_nodes = num_devices, num_nodes
         self.children: dict[int, subprocess.Popen] = {}
         self._failed = False
+        self._stopping = False
 
     def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self._start_children()
@@ -98,7 +99,7 @@ class ScriptLauncher:
                 if code is None:
                     continue
                 del self.children[local_rank]
-                if code != 0:
+                if code != 0 and not self._stopping:
                     self.terminate_children()
                     print(
                         f"[trellis] local rank {local_rank} (pid {child.pid}) exited with code {code}; its traceback "
@@ -121,6 +122,7 @@ class ScriptLauncher:
             child.wait()
 
     def terminate_children(self) -> None:
+        self._stopping = True
         children = list(self.children.values())
         for child in children:
             if child.poll() is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -47,10 +48,13 @@ class SpawnLauncher:
             port = free_port(address)
         context = mp.get_context(self.start_method)
         messages = context.SimpleQueue()
+        # Spawned processes get a copy made by plain pickle: torch.multiprocessing would move the parameters
+        # into shared memory, and every rank would then step the same weights.
+        work = pickle.dumps((function, args, kwargs)) if self.start_method == "spawn" else (function, args, kwargs)
         processes = [
             context.Process(
                 target=_run_rank,
-                args=(rank, self.num_devices, address, port, os.getpid(), messages, function, args, kwargs),
+                args=(rank, self.num_devices, address, port, os.getpid(), messages, work),
                 name=f"trellis-rank-{rank}",
             )
             for rank in range(self.num_devices)
@@ -62,12 +66,12 @@ class SpawnLauncher:
         return outcome["result"]
 
 
-def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, messages: Any,
-              function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, messages: Any, work: Any) -> None:
     os.environ.update({
         "MASTER_ADDR": address, "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size), "NODE_RANK": "0",
         "LOCAL_RANK": str(rank), "RANK": str(rank), PARENT_VARIABLE: str(parent),
     })
+    function, args, kwargs = pickle.loads(work) if isinstance(work, bytes) else work
     try:
         result = function(*args, **kwargs)
     except BaseException:

@@ -87,6 +87,8 @@ def complete_config(
     if not with_optimizer:
         config.pop("optimizer", None)
         config.pop("scheduler", None)
+        if zero_stage(config) < 3:  # stages 1 and 2 partition optimizer state only; evaluation has none
+            config["zero_optimization"] = {"stage": 0}
     return config
 
 
@@ -158,7 +160,7 @@ def _set_clipping(config: dict[str, Any], value: float | None, algorithm: str) -
     if value:
         config["gradient_clipping"] = float(value)
     elif given is None:
-        config.pop("gradient_clipping", None)
+        config["gradient_clipping"] = 0.0  # DeepSpeed's own default clips at 1.0; the Trainer's is no clipping
 
 
 def _set_batch_sizes(config: dict[str, Any], settings: TrainerSettings, micro_batch_size: int | None) -> None:

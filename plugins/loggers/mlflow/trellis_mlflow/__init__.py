@@ -128,6 +128,12 @@ class MLflowLogger(Logger):
                 rank_zero_warn(f"MLflow run {self._run_id} could not be marked {status}: {error}")
 
     def state_dict(self) -> dict[str, Any]:
+        """The run id; if the sender has not created the run yet, it is created here."""
+        if self._run_id is None:
+            try:
+                self.run_id
+            except Exception as error:  # server down since the start: this checkpoint cannot name the run
+                rank_zero_warn(f"MLflow: no run yet ({error}); a training resumed from this checkpoint starts a new run")
         return {"run_id": self._run_id, "experiment_name": self.experiment_name, "tracking_uri": self.tracking_uri}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

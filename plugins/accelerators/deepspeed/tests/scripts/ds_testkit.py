@@ -78,14 +78,13 @@ def weights(trainer_: trellis.Trainer) -> dict[str, torch.Tensor]:
     return {name: tensor.float().clone() for name, tensor in trainer_.strategy.module_state_dict().items()}
 
 
-def straight_and_resumed(strategy_factory: Any, root: str, epochs: int = 2, stop_after: int = 3,
-                         **module_args: Any) -> dict[str, Any]:
-    """Train `epochs` epochs in one go, and again split at step `stop_after` through a saved checkpoint."""
+def straight_and_resumed(strategy_factory: Any, root: str, epochs: int = 2, **module_args: Any) -> dict[str, Any]:
+    """Train `epochs` epochs in one go, and again stopped after the first epoch and resumed from its checkpoint."""
     module = Regressor(**module_args)
     straight = trainer(strategy_factory(), root, max_epochs=epochs)
     straight.fit(module, loader())
     first = Regressor(**module_args)
-    interrupted = trainer(strategy_factory(), root, max_epochs=epochs, max_steps=stop_after)
+    interrupted = trainer(strategy_factory(), root, max_epochs=1)
     interrupted.fit(first, loader())
     path = f"{root}/interrupted.ckpt"
     interrupted.save_checkpoint(path)

@@ -1,0 +1,1 @@
+"""Fully sharded data parallel: parameters, gradients and optimizer state split over the ranks."""

@@ -1,0 +1,117 @@
+"""strategy="fsdp": torch's fully_shard (FSDP2) over the ranks that DDP's launchers and cluster environments give."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trellis_ddp.strategy import DDPStrategy, StepRunner
+
+if TYPE_CHECKING:
+    from trellis.optim import OptimizerSetup
+
+
+class FSDPStrategy(DDPStrategy):
+    """Shards each module of the `shard_modules` types, then the whole model, before optimizers are built.
+
+    Every step method runs through the sharded root, so parameters are gathered for it and freed after.
+    Checkpoints hold full (unsharded) state dicts, gathered from every rank and written by rank 0.
+    """
+
+    name = "fsdp"
+
+    def __init__(
+        self,
+        *,
+        shard_modules: Iterable[type[torch.nn.Module]] = (),
+        activation_checkpointing: Iterable[type[torch.nn.Module]] = (),
+        cpu_offload: bool = False,
+        reshard_after_forward: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.shard_modules = tuple(shard_modules)
+        self.activation_checkpointing = tuple(activation_checkpointing)
+        self.cpu_offload = cpu_offload
+        self.reshard_after_forward = reshard_after_forward
+
+    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        module = self.precision.convert_module(module.to(self.root_device))
+        if self.activation_checkpointing:
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+            kinds = self.activation_checkpointing
+            apply_activation_checkpointing(module, check_fn=lambda candidate: isinstance(candidate, kinds))
+        compute_dtype = self.precision.compute_dtype
+        shard_options = {
+            "reshard_after_forward": self.reshard_after_forward,
+            "mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+            if compute_dtype is not None else MixedPrecisionPolicy(),
+            "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
+        }
+        if self.shard_modules:
+            for submodule in list(module.modules()):
+                if submodule is not module and isinstance(submodule, self.shard_modules):
+                    fully_shard(submodule, **shard_options)
+        self.module = module
+        self.model = fully_shard(StepRunner(module), **shard_options)
+        return build_optimizers() if build_optimizers is not None else None
+
+    def run_step(self, method: str, *args: Any) -> Any:
+        with self.precision.forward_context(self.accelerator.device_type):
+            return self.model(method, *args)
+
+    def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        return _gradient_sync(self.model, not enabled)
+
+    def clip_gradients(self, optimizer: torch.optim.Optimizer, value: float, algorithm: str = "norm") -> None:
+        """Gradients are sharded DTensors: their norm is computed over all shards by torch."""
+        super().clip_gradients(optimizer, value, algorithm)
+
+    # -- full state dicts, gathered on every rank ------------------------------------------------
+    def _full(self) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def module_state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.module, options=self._full())
+
+    def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.module, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.module, optimizer, options=self._full())
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+    def teardown(self) -> None:
+        """The module stays sharded (its parameters are DTensors) until the process ends."""
+        super(DDPStrategy, self).teardown()
+
+
+@contextlib.contextmanager
+def _gradient_sync(model: torch.nn.Module, enabled: bool) -> Any:
+    """Skip reduce-scatter while accumulating; gradients stay unsharded on each rank until the last micro-batch."""
+    if enabled:
+        yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
