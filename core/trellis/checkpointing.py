@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from trellis import discovery
 from trellis.errors import CheckpointError
 from trellis.roles.checkpoint_io import PathLike
+from trellis.utils.rng import training_rng_state
 
 if TYPE_CHECKING:
     from trellis.trainer import Trainer
@@ -41,7 +39,8 @@ def build_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, 
             "precision": strategy.precision.state_dict(),
             "callbacks": {callback.state_key: callback.state_dict() for callback in trainer.callbacks},
             "loggers": {logger.name or type(logger).__name__: logger.state_dict() for logger in trainer.loggers},
-            "rng_states": _rng_states(),
+            "rng_states": training_rng_state(),
+            "metrics": trainer.metrics.state_dict(),
         }
     )
     trainer.hooks.call("on_save_checkpoint", trainer=trainer, pl_module=module, checkpoint=checkpoint)
@@ -68,10 +67,10 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any]) -> None
         state = logger_states.get(logger.name or type(logger).__name__)
         if state:
             logger.load_state_dict(state)
+    if "metrics" in checkpoint:
+        trainer.metrics.load_state_dict(checkpoint["metrics"])
     if "loops" in checkpoint:
-        trainer.fit_loop.load_state_dict(checkpoint["loops"])
-    if "rng_states" in checkpoint:
-        _set_rng_states(checkpoint["rng_states"])
+        trainer.fit_loop.load_state_dict(checkpoint["loops"], checkpoint.get("rng_states"))
 
 
 def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
@@ -95,28 +94,3 @@ def check_version(checkpoint: dict[str, Any]) -> None:
             "upgrade trellis"
         )
 
-
-def _rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {"python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
-    states["python_gauss"] = random.getstate()[2]
-    states["torch"] = torch.get_rng_state()
-    try:
-        import numpy
-    except ImportError:
-        return states
-    kind, keys, position, has_gauss, gauss = numpy.random.get_state()
-    states["numpy"] = {"keys": torch.from_numpy(keys.astype("int64")), "position": int(position),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
-    torch.set_rng_state(states["torch"])
-    if "numpy" in states:
-        import numpy
-
-        saved = states["numpy"]
-        numpy.random.set_state(
-            ("MT19937", saved["keys"].numpy().astype("uint32"), saved["position"], saved["has_gauss"], saved["gauss"])
-        )

@@ -7,8 +7,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from trellis.errors import ConfigurationError, TrainingError
+
+#: DataLoader settings a rebuilt loader keeps (sampling is what gets replaced).
+_LOADER_SETTINGS = (
+    "num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
+    "generator", "prefetch_factor", "persistent_workers",
+)
 
 
 def as_loader_list(loaders: Any) -> list[Iterable]:
@@ -66,6 +73,47 @@ def infer_batch_size(batch: Any) -> int | None:
             if size is not None:
                 return size
     return None
+
+
+def rebuild_dataloader(loader: DataLoader, batch_sampler: Sampler) -> DataLoader:
+    """The same loader (workers, collate, pinning, generator) drawing batches from `batch_sampler`."""
+    settings: dict[str, Any] = {name: getattr(loader, name) for name in _LOADER_SETTINGS}
+    if settings["num_workers"] == 0:
+        settings.pop("prefetch_factor")
+        settings["persistent_workers"] = False
+    return DataLoader(loader.dataset, batch_sampler=batch_sampler, **settings)
+
+
+class SkipFirstBatches(Sampler):
+    """A batch sampler that draws its order as usual and leaves out the first `count` batches."""
+
+    def __init__(self, batch_sampler: Iterable, count: int) -> None:
+        self.batch_sampler, self.count = batch_sampler, count
+
+    def __iter__(self):
+        batches = iter(self.batch_sampler)
+        for _ in range(self.count):
+            next(batches, None)
+        yield from batches
+
+    def __len__(self) -> int:
+        return max(0, len(self.batch_sampler) - self.count)
+
+
+def skip_batches(loader: Iterable, count: int) -> tuple[Iterable, int]:
+    """A loader that starts after `count` batches, and how many must still be skipped by iterating.
+
+    A DataLoader skips by sampler position (no batch is loaded); other iterables are iterated and discarded.
+    """
+    if count and isinstance(loader, DataLoader) and isinstance(loader.batch_sampler, BatchSampler):
+        return rebuild_dataloader(loader, SkipFirstBatches(loader.batch_sampler, count)), 0
+    return loader, count
+
+
+def sampling_generators(loader: Iterable) -> list[torch.Generator]:
+    """Explicit generators that decide a loader's order (the loader's and its sampler's)."""
+    found = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    return [generator for generator in found if isinstance(generator, torch.Generator)]
 
 
 def request_loaders(stage_method: str, given: Any, module: Any, datamodule: Any) -> list[Iterable]:

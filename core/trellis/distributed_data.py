@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
-
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
+from trellis.data import rebuild_dataloader
 from trellis.utils.rank_zero import warn_once
-
-#: DataLoader settings carried over when the loader is rebuilt around a DistributedSampler.
-_CARRIED = (
-    "batch_size", "num_workers", "collate_fn", "pin_memory", "drop_last", "timeout", "worker_init_fn",
-    "multiprocessing_context", "generator", "prefetch_factor", "persistent_workers",
-)
 
 
 def distribute(loader: Iterable, sampler_kwargs: dict[str, int]) -> Iterable:
@@ -36,8 +29,4 @@ def distribute(loader: Iterable, sampler_kwargs: dict[str, int]) -> Iterable:
     shuffle = isinstance(loader.sampler, RandomSampler)
     seed = int(os.environ.get("TRELLIS_GLOBAL_SEED", 0))
     sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, drop_last=False, **sampler_kwargs)
-    settings: dict[str, Any] = {name: getattr(loader, name) for name in _CARRIED}
-    if settings["num_workers"] == 0:
-        settings.pop("prefetch_factor")
-        settings["persistent_workers"] = False
-    return DataLoader(loader.dataset, sampler=sampler, **settings)
+    return rebuild_dataloader(loader, BatchSampler(sampler, loader.batch_size, loader.drop_last))

@@ -114,6 +114,22 @@ class MetricStore:
         if prog_bar:
             self.prog_bar_keys.add(name)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Unfinished epoch aggregates and latest values: a resumed epoch logs what the whole epoch would."""
+        return {
+            "epoch": {stage: {name: vars(aggregate).copy() for name, aggregate in aggregates.items()}
+                      for stage, aggregates in self._epoch.items()},
+            "callback_metrics": dict(self.callback_metrics),
+            "logger_keys": sorted(self.logger_keys),
+            "prog_bar_keys": sorted(self.prog_bar_keys),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._epoch = {stage: {name: _EpochAggregate(**fields) for name, fields in aggregates.items()}
+                       for stage, aggregates in state["epoch"].items()}
+        self.callback_metrics = dict(state["callback_metrics"])
+        self.logger_keys, self.prog_bar_keys = set(state["logger_keys"]), set(state["prog_bar_keys"])
+
     def pop_step_metrics(self) -> dict[str, float]:
         """Step values destined for loggers, as floats; forgets them."""
         metrics = {name: float(value) for name, value in self.step_values.items() if name in self.logger_keys}

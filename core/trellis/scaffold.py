@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import string
+import sys
 from pathlib import Path
 
 from trellis.discovery import GROUPS
@@ -79,7 +80,13 @@ def add_new_plugin_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
         description="Write trellis-NAME/, a plugin distribution that installs, passes its tests and the "
         "conformance kit, and works by name at once.",
     )
-    parser.add_argument("--role", required=True, choices=sorted(ROLE_ALIASES), help="the role the plugin fills")
+    parser.add_argument(
+        "--role",
+        required=True,
+        type=lambda text: text.replace("_", "-"),
+        choices=sorted(role.replace("_", "-") for role in GROUPS),
+        help="the role the plugin fills",
+    )
     parser.add_argument("name", help="the name users choose it by, e.g. acme for Trainer(accelerator='acme')")
     parser.add_argument("--dir", default=".", help="folder to create trellis-NAME/ in (default: the current one)")
     parser.set_defaults(handler=run_new_plugin)
@@ -87,21 +94,22 @@ def add_new_plugin_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 
 def run_new_plugin(arguments: argparse.Namespace) -> int:
-    """The `new-plugin` command: scaffold, then say what to do next."""
-    root = scaffold(arguments.role, arguments.name, arguments.dir)
+    """The `new-plugin` command: scaffold, then say what to do next; a bad name or folder exits with 2."""
+    try:
+        root = scaffold(arguments.role, arguments.name, arguments.dir)
+    except ConfigurationError as error:
+        print(f"trellis new-plugin: error: {error}", file=sys.stderr)
+        return 2
     print(f"created {root}\nnext:\n  pip install -e {root}\n  cd {root} && pytest")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trellis.scaffold --role ROLE NAME [--dir DIR]`, the same command without the `trellis` CLI."""
+    """`python -m trellis.scaffold --role ROLE NAME [--dir DIR]`: the same command without the `trellis` CLI."""
     parser = argparse.ArgumentParser(prog="trellis")
     add_new_plugin_parser(parser.add_subparsers(dest="command", required=True))
-    arguments = parser.parse_args(["new-plugin", *(argv if argv is not None else __import__("sys").argv[1:])])
-    try:
-        return arguments.handler(arguments)
-    except ConfigurationError as error:
-        parser.exit(2, f"trellis new-plugin: error: {error}\n")
+    arguments = parser.parse_args(["new-plugin", *(sys.argv[1:] if argv is None else argv)])
+    return arguments.handler(arguments)
 
 
 if __name__ == "__main__":

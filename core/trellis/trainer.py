@@ -7,7 +7,7 @@ import difflib
 import inspect
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from trellis.optim import OptimizerSetup, SchedulerConfig, parse_optimizers
 from trellis.roles import Logger
 from trellis.selection import resolve_loggers, select
 from trellis.utils.rank_zero import rank_zero_info
+from trellis.utils.rng import isolated_rng
 
 
 class Trainer:
@@ -254,7 +255,11 @@ class Trainer:
         self.strategy.setup_environment()
         self.callbacks = self._merge_callbacks(module.configure_callbacks() or [])
         self.hooks = HookManager()
-        self.hooks.register_in_call_order([*self.hook_plugins, *self.callbacks, *self.loggers, datamodule, module])
+        monitoring = [callback for callback in self.callbacks if getattr(callback, "runs_last", False)]
+        others = [callback for callback in self.callbacks if callback not in monitoring]
+        # Lightning's order: callbacks, the datamodule and module, then monitoring callbacks (checkpoint,
+        # early stopping) so that they see what the module's own epoch-end hooks logged.
+        self.hooks.register_in_call_order([*self.hook_plugins, *others, *self.loggers, datamodule, module, *monitoring])
         lifecycle_stage = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}[stage]
         status = "failed"
         try:
@@ -403,8 +408,9 @@ class Trainer:
     # -- services for the loops ---------------------------------------------------------------
     def prepare_epoch(self, epoch: int) -> None:
         """Tell samplers which epoch starts (DistributedSampler reshuffles with it)."""
-        for candidate in (self.train_loader, getattr(self.train_loader, "sampler", None),
-                          getattr(self.train_loader, "batch_sampler", None)):
+        batch_sampler = getattr(self.train_loader, "batch_sampler", None)
+        for candidate in (self.train_loader, getattr(self.train_loader, "sampler", None), batch_sampler,
+                          getattr(batch_sampler, "sampler", None)):
             set_epoch = getattr(candidate, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
@@ -415,9 +421,11 @@ class Trainer:
         interval = self.val_check_interval
         return isinstance(interval, float) or self.num_training_batches % interval == 0
 
-    def run_validation(self) -> None:
+    def run_validation(self, after_logging: Callable[[], None] | None = None) -> None:
+        """Validate during fit without changing the RNG state training continues from."""
         if self.val_loaders:
-            run_evaluation(self, "validation", self.val_loaders, self.val_batch_limits)
+            with isolated_rng():
+                run_evaluation(self, "validation", self.val_loaders, self.val_batch_limits, after_logging=after_logging)
             self.metrics.stage = "train"
 
     def loss_from(self, outputs: Any) -> torch.Tensor | None:

@@ -13,6 +13,8 @@ from trellis.utils.rank_zero import rank_zero_info
 class EarlyStopping(Callback):
     """Checks the metric after each validation (or train epoch end) and sets trainer.should_stop."""
 
+    runs_last = True
+
     def __init__(
         self,
         monitor: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 def run_evaluation(
-    trainer: Trainer, stage: str, loaders: list[Iterable], limits: list[float], sanity: bool = False
+    trainer: Trainer, stage: str, loaders: list[Iterable], limits: list[float], sanity: bool = False,
+    after_logging: Callable[[], None] | None = None,
 ) -> list[dict[str, float]]:
     """Run `{stage}_step` over every loader; returns the epoch metrics of each loader."""
     module, strategy, hooks, metrics = trainer.module, trainer.strategy, trainer.hooks, trainer.metrics
@@ -59,6 +60,8 @@ def run_evaluation(
     logged = metrics.reduce_epoch(stage)
     if not sanity:
         trainer.log_to_loggers(logged)
+        if after_logging is not None:
+            after_logging()
     hooks.call(f"on_{stage}_end", trainer=trainer, pl_module=module)
     metrics.stage = previous_stage
     module.train(was_training)

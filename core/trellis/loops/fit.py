@@ -6,58 +6,83 @@ import contextlib
 import inspect
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis.data import infer_batch_size
+from trellis.data import infer_batch_size, sampling_generators, skip_batches
 from trellis.errors import ConfigurationError, TrainingError
 from trellis.loops.evaluation import run_evaluation
-from trellis.utils.rng import isolated_rng
+from trellis.utils.rng import capture_rng, isolated_rng, restore_rng
 
 if TYPE_CHECKING:
     from trellis.trainer import Trainer
 
 
 class FitLoop:
-    """Epochs of training steps; its progress is part of every checkpoint."""
+    """Epochs of training steps; its progress is part of every checkpoint.
+
+    An epoch moves through phases so that a checkpoint taken anywhere resumes the remaining work exactly:
+    "running" (batches), "trained" (epoch-end hooks), "logged" (epoch metrics logged, epoch-end
+    validation), "validated" (epoch schedulers, then the next epoch).
+    """
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.epoch = 0
         #: training batches finished in the current epoch.
         self.batches_done = 0
-        self.epoch_completed = False
+        self.phase = "running"
         self.global_step = 0
+        #: a mid-epoch validation was due at this batch boundary and has not logged yet.
+        self.validation_pending = False
+        #: RNG state (and explicit generators') just before this epoch's loader iterator was made.
+        self.epoch_start_rng: dict[str, Any] | None = None
+        self._resume_rng: dict[str, Any] | None = None
         self._pending_loss: torch.Tensor | None = None
         self._pending_where = ""
+        self._watch_loss = True
         self._started_at = 0.0
+
+    @property
+    def epoch_completed(self) -> bool:
+        return self.phase != "running"
 
     # -- progress state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "batches_done": self.batches_done,
-            "epoch_completed": self.epoch_completed,
+            "phase": self.phase,
             "global_step": self.global_step,
+            "validation_pending": self.validation_pending,
+            "epoch_start_rng": self.epoch_start_rng,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.global_step = state["global_step"]
-        if state["epoch_completed"]:
-            self.epoch, self.batches_done = state["epoch"] + 1, 0
+    def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None = None) -> None:
+        """Restore progress; RNG is restored now, or after the resumed epoch's loader has drawn its order."""
+        self.epoch, self.batches_done, self.phase = state["epoch"], state["batches_done"], state["phase"]
+        self.global_step, self.validation_pending = state["global_step"], state["validation_pending"]
+        self.epoch_start_rng = state["epoch_start_rng"]
+        if rng_states is None:
+            return
+        if self.phase == "running" and self.batches_done and self.epoch_start_rng is not None:
+            self._resume_rng = rng_states
         else:
-            self.epoch, self.batches_done = state["epoch"], state["batches_done"]
-        self.epoch_completed = False
+            restore_rng(rng_states)
 
     # -- stopping -----------------------------------------------------------------------------
     def _minimum_reached(self) -> bool:
         trainer = self.trainer
         return self.epoch >= (trainer.min_epochs or 0) and self.global_step >= (trainer.min_steps or 0)
 
+    def _max_steps_reached(self) -> bool:
+        return 0 <= self.trainer.max_steps <= self.global_step
+
     def done(self) -> bool:
         trainer = self.trainer
-        if 0 <= trainer.max_steps <= self.global_step:
+        if self._max_steps_reached():
             return True
         if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.epoch:
             return True
@@ -70,9 +95,11 @@ class FitLoop:
         trainer = self.trainer
         module = trainer.module
         self._started_at = time.monotonic()
-        if trainer.val_loaders and trainer.num_sanity_val_steps != 0:
+        if trainer.val_loaders and trainer.num_sanity_val_steps != 0 and not self.global_step:
             self._sanity_check()
         trainer.hooks.call("on_train_start", trainer=trainer, pl_module=module)
+        if self.phase != "running":  # resumed inside an epoch's end
+            self._finish_epoch()
         while not self.done():
             self._run_epoch()
             if trainer.should_stop and not self._minimum_reached():
@@ -94,24 +121,58 @@ class FitLoop:
         trainer.metrics.callback_metrics = saved_metrics
         trainer.sanity_checking = False
 
+    def _validate(self, then_phase: str | None = None) -> None:
+        """Validation without touching training's RNG; marks progress as soon as its metrics are logged."""
+
+        def logged() -> None:
+            self.validation_pending = False
+            if then_phase is not None:
+                self.phase = then_phase
+
+        self.trainer.run_validation(after_logging=logged)
+        logged()
+
+    def _epoch_batches(self) -> Iterator[tuple[int, Any]]:
+        """(index, batch) of the epoch from batches_done on, in the order an uninterrupted epoch has."""
+        trainer = self.trainer
+        loader, discard = skip_batches(trainer.train_loader, self.batches_done)
+        generators = sampling_generators(trainer.train_loader)
+        if self._resume_rng is not None:
+            restore_rng(self.epoch_start_rng["global"])
+            for generator, state in zip(generators, self.epoch_start_rng["generators"]):
+                generator.set_state(state)
+        else:
+            self.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
+        iterator = iter(trainer.strategy.process_dataloader(loader))
+        for _ in range(discard):
+            next(iterator, None)
+        index = self.batches_done
+        for batch in iterator:
+            if self._resume_rng is not None:  # the loader has drawn its order: continue the saved RNG
+                restore_rng(self._resume_rng)
+                self._resume_rng = None
+            yield index, batch
+            index += 1
+
     def _run_epoch(self) -> None:
         trainer = self.trainer
         module, strategy, hooks, metrics = trainer.module, trainer.strategy, trainer.hooks, trainer.metrics
         trainer.prepare_epoch(self.epoch)
         limit = trainer.num_training_batches
-        skip = self.batches_done
-        self.epoch_completed = False
         metrics.stage = "train"
-        hooks.call("on_train_epoch_start", trainer=trainer, pl_module=module)
+        if self.validation_pending:
+            self._validate()
+        if not self.batches_done:
+            hooks.call("on_train_epoch_start", trainer=trainer, pl_module=module)
         on_batch_start = hooks.callers.get("on_train_batch_start")
         on_batch_end = hooks.callers.get("on_train_batch_end")
         step_boundary = strategy.accelerator.step_boundary
         run_batch = self._automatic_batch if module.automatic_optimization else self._manual_batch
         validate_every = trainer.val_check_batches
         check_loss_each_step = not strategy.accelerator.defers_execution
-        for batch_index, batch in enumerate(strategy.process_dataloader(trainer.train_loader)):
-            if batch_index < skip:  # resuming inside an epoch: these batches were trained already
-                continue
+        self._watch_loss = not strategy.precision.skips_nonfinite_steps
+        stopped_early = False
+        for batch_index, batch in self._epoch_batches():
             if batch_index >= limit:
                 break
             if check_loss_each_step:
@@ -123,28 +184,42 @@ class FitLoop:
                 break
             outputs = run_batch(batch, batch_index, limit)
             self.batches_done = batch_index + 1
+            self.validation_pending = bool(validate_every) and self.batches_done % validate_every == 0 \
+                and self.batches_done < limit
             if on_batch_end is not None:
                 on_batch_end(trainer=trainer, pl_module=module, outputs=outputs, batch=batch, batch_idx=batch_index)
             if trainer.loggers and self.global_step % trainer.log_every_n_steps == 0:
                 trainer.log_to_loggers(metrics.pop_step_metrics())
             step_boundary()
-            if validate_every and self.batches_done % validate_every == 0 and self.batches_done < limit:
-                trainer.run_validation()
-            if trainer.should_stop and self._minimum_reached() or 0 <= trainer.max_steps <= self.global_step:
+            if self.validation_pending:
+                self._validate()
+            if self._max_steps_reached() and self.batches_done < limit:
+                stopped_early = True  # the epoch stays unfinished: a longer run resumes it exactly
                 break
-        self.epoch_completed = True
+            if trainer.should_stop and self._minimum_reached():
+                break
         self._check_pending_loss()
+        if stopped_early:
+            return
+        self.phase = "trained"
         hooks.call("on_train_epoch_end", trainer=trainer, pl_module=module)
-        if trainer.loggers:
-            trainer.log_to_loggers({**metrics.pop_step_metrics(), **metrics.reduce_epoch("train")})
-        else:
-            metrics.reduce_epoch("train")
-        if trainer.validation_due_at_epoch_end(self.epoch):
-            trainer.run_validation()
+        self._finish_epoch()
+
+    def _finish_epoch(self) -> None:
+        """Epoch-end work after the epoch-end hooks, from whatever phase a resumed run is in."""
+        trainer, metrics = self.trainer, self.trainer.metrics
+        if self.phase == "trained":
+            logged = {**metrics.pop_step_metrics(), **metrics.reduce_epoch("train")}
+            self.phase = "logged"
+            trainer.log_to_loggers(logged)
+        if self.phase == "logged":
+            if trainer.validation_due_at_epoch_end(self.epoch):
+                self._validate(then_phase="validated")
+            self.phase = "validated"
         trainer.step_schedulers("epoch")
         self.epoch += 1
         self.batches_done = 0
-        self.epoch_completed = False
+        self.phase = "running"
 
     def _automatic_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
         """Forward, backward and (at the end of an accumulation window) the optimizer step."""
@@ -168,7 +243,8 @@ class FitLoop:
                 if accumulate > 1:
                     loss = loss / accumulate
                 trainer.backward(loss, optimizer)
-                self._pending_loss = loss.detach()
+                if self._watch_loss:
+                    self._pending_loss = loss.detach()
                 self._pending_where = f"epoch {self.epoch}, batch {batch_index}, global step {self.global_step}"
             if steps_now:
                 trainer.optimizer_step(optimizer, optimizer_index)

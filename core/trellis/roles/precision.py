@@ -22,6 +22,9 @@ class Precision:
     param_dtype: ClassVar[torch.dtype] = torch.float32
     #: dtype autocast computes in, None when there is no autocast.
     compute_dtype: ClassVar[torch.dtype | None] = None
+    #: True when a non-finite loss is expected now and then and its step is skipped (loss scaling);
+    #: the loop then does not stop training on it.
+    skips_nonfinite_steps: ClassVar[bool] = False
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
         """Bring the module's parameters and buffers into this precision."""

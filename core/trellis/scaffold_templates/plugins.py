@@ -210,7 +210,8 @@ import os
 from trellis.roles import ClusterEnvironment
 
 # TODO: the variables your launcher sets.
-WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK = "${env_prefix}_WORLD_SIZE", "${env_prefix}_RANK", "${env_prefix}_LOCAL_RANK", "${env_prefix}_NODE_RANK"
+WORLD_SIZE, RANK = "${env_prefix}_WORLD_SIZE", "${env_prefix}_RANK"
+LOCAL_RANK, NODE_RANK = "${env_prefix}_LOCAL_RANK", "${env_prefix}_NODE_RANK"
 ADDRESS, PORT = "${env_prefix}_MASTER_ADDR", "${env_prefix}_MASTER_PORT"
 
 

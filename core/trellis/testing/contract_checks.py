@@ -100,13 +100,12 @@ def check_cheap_import(subject: Subject, tmp_path: Path) -> None:
     module = subject.entry().value.partition(":")[0]
     report = measure_import(module)
     own_package = module.split(".")[0]
-    heavy = sorted({name.split(".")[0] for name in report["modules"]} & HEAVY_MODULES)
-    third_party = sorted(
-        {name.split(".")[0] for name in report["modules"]} - set(sys.stdlib_module_names) - {own_package, "trellis", "torch"}
-    )
+    top_level = {name.split(".")[0] for name in report["modules"]}
+    heavy = sorted(top_level & HEAVY_MODULES)
+    third_party = sorted(top_level - set(sys.stdlib_module_names) - {own_package, "trellis", "torch"})
     seconds, budget = report["seconds"], subject.import_budget_s
     if heavy or seconds > budget:
-        found = f"imported {', '.join(heavy)}" if heavy else f"took {seconds:.2f} s (budget {budget:.2f} s)"
+        found = f"imported {', '.join(heavy)}" if heavy else f"took {seconds:.3f} s (budget {budget:.3f} s)"
         raise ConformanceFailure(
             f"`import {module}` {found} on top of trellis and torch; third-party modules it imported: "
             f"{', '.join(third_party) or 'none'}. The kernel imports this module to list, resolve and auto-detect "
@@ -141,7 +140,9 @@ def _check_role_attributes(role: str, cls: type) -> None:
         _require_attribute(cls, "device_type", str, 'device_type = "cpu"  # or your torch device type', allow_empty=False)
         _require_attribute(cls, "process_group_backend", (str, type(None)), 'process_group_backend = "gloo"  # or None')
         _require_attribute(cls, "auto_priority", int, "auto_priority = 0")
-        _require_attribute(cls, "default_distributed_strategy", str, 'default_distributed_strategy = "ddp"', allow_empty=False)
+        _require_attribute(
+            cls, "default_distributed_strategy", str, 'default_distributed_strategy = "ddp"', allow_empty=False
+        )
     elif role == "precision":
         _require_attribute(cls, "param_dtype", torch.dtype, "param_dtype = torch.float32")
         _require_attribute(cls, "compute_dtype", (torch.dtype, type(None)), "compute_dtype = torch.bfloat16  # or None")
@@ -149,7 +150,9 @@ def _check_role_attributes(role: str, cls: type) -> None:
         _require_attribute(cls, "auto_priority", int, "auto_priority = 0")
 
 
-def _require_attribute(cls: type, attribute: str, kind: type | tuple[type, ...], example: str, allow_empty: bool = True) -> None:
+def _require_attribute(
+    cls: type, attribute: str, kind: type | tuple[type, ...], example: str, allow_empty: bool = True
+) -> None:
     value = getattr(cls, attribute, None)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int) or (not allow_empty and not value):
         raise ConformanceFailure(
@@ -160,10 +163,14 @@ def _require_attribute(cls: type, attribute: str, kind: type | tuple[type, ...],
 
 def _missing_method_message(cls: type, base: type, method: str) -> str:
     base_attribute = vars(base)[method]
-    function = base_attribute.fget if isinstance(base_attribute, property) else getattr(base_attribute, "__func__", base_attribute)
-    doc = (inspect.getdoc(function) or "").split("\n")[0]
-    kind = "@property " if isinstance(base_attribute, property) else ("@classmethod " if isinstance(base_attribute, classmethod) else "")
-    signature = f"{kind}def {method}{inspect.signature(function)}"
+    if isinstance(base_attribute, property):
+        function, kind = base_attribute.fget, "@property "
+    elif isinstance(base_attribute, classmethod):
+        function, kind = base_attribute.__func__, "@classmethod "
+    else:
+        function, kind = base_attribute, ""
+    doc = (inspect.getdoc(function) or "").split("\n")[0].rstrip(".")
+    signature = f"{kind}def {method}{inspect.signature(function, eval_str=True)}"
     return (
         f"{_qualified(cls)} does not implement {method}(), which trellis.roles.{base.__name__} requires"
         f"{': ' + doc if doc else ''}. Define `{signature}` in {cls.__module__}."

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from trellis.testing.registry import Check, checks_for
-from trellis.testing.subject import DEFAULT_IMPORT_BUDGET_S, ConformanceFailure, ConformanceSkip, Subject, Target, unexpected_errors_fail
+from trellis.testing.subject import (
+    DEFAULT_IMPORT_BUDGET_S,
+    ConformanceFailure,
+    ConformanceSkip,
+    Subject,
+    Target,
+    unexpected_errors_fail,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,6 +95,7 @@ def run_check(check: Check, subject: Subject) -> None:
     """Run one check in a fresh temporary directory; ConformanceSkip becomes a pytest skip."""
     with tempfile.TemporaryDirectory(prefix=f"trellis-{check.id}-") as directory:
         try:
-            unexpected_errors_fail(f"the '{check.id}' check of {subject.target}", lambda: check.run(subject, Path(directory)))
+            action = f"the '{check.id}' check of {subject.target}"
+            unexpected_errors_fail(action, lambda: check.run(subject, Path(directory)))
         except ConformanceSkip as skip:
             pytest.skip(str(skip))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from trellis.errors import TrellisError
-from trellis.testing.subject import ConformanceFailure, ConformanceSkip, Subject
+from trellis.testing.subject import ConformanceFailure, ConformanceSkip, Subject, describe
 
 
 def check_availability(subject: Subject, tmp_path: Path) -> None:
@@ -45,7 +45,8 @@ def check_parse_devices(subject: Subject, tmp_path: Path) -> None:
         if parsed != [0]:
             raise ConformanceFailure(f"{cls.__qualname__}.parse_devices({devices!r}) returned {parsed!r}: it must be [0]")
     parsed = _parse(cls, "auto")
-    if not parsed or not all(isinstance(index, int) and 0 <= index < count for index in parsed) or len(set(parsed)) != len(parsed):
+    indices_valid = isinstance(parsed, list) and all(isinstance(index, int) and 0 <= index < count for index in parsed)
+    if not indices_valid or not parsed or len(set(parsed)) != len(parsed):
         raise ConformanceFailure(
             f"{cls.__qualname__}.parse_devices('auto') returned {parsed!r}: return distinct device indices in "
             f"0..{count - 1} (device_count() is {count})"
@@ -199,7 +200,7 @@ def _call(target: Any, method: str, duty: str, *args: Any) -> Any:
         return getattr(target, method)(*args)
     except Exception as error:
         owner = target.__qualname__ if isinstance(target, type) else type(target).__qualname__
-        raise ConformanceFailure(f"{owner}.{method}() raised {type(error).__name__}: {error}; it {duty}") from error
+        raise ConformanceFailure(f"{owner}.{method}() raised {describe(error)}; it {duty}") from error
 
 
 def _parse(cls: type, devices: Any) -> Any:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-import traceback
 import shutil
+import sysconfig
 import tempfile
+import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
+
+import trellis
 from trellis import discovery
 from trellis.callbacks.base import Callback
 from trellis.errors import PluginConflictError, PluginLoadError, PluginNotFoundError
@@ -31,6 +35,9 @@ ROLE_BASES: dict[str, type] = {
 FACTORY_ROLES = frozenset({"strategy", "precision", "checkpoint_io", "callback"})
 DEFAULT_IMPORT_BUDGET_S = 0.5
 T = TypeVar("T")
+#: where the kernel and torch live, and the standard library: frames there are not the plugin's code.
+_KERNEL_AND_TORCH = tuple(os.path.dirname(module.__file__) + os.sep for module in (trellis, torch))
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 
 
 class ConformanceFailure(AssertionError):
@@ -109,8 +116,7 @@ class Subject:
             try:
                 self.cache["loaded"] = entry.load()
             except PluginLoadError as error:
-                cause = error.__cause__
-                self.cache["load_error"] = f"{type(cause).__name__}: {cause}; see its 'imports' check"
+                self.cache["load_error"] = f"{describe(error.__cause__ or error)}; see its 'imports' check"
                 raise ConformanceFailure(
                     f"{error}\nFix: make `import {entry.value.partition(':')[0]}` work in a fresh interpreter; import "
                     "backend libraries (device SDKs, service clients) inside the methods that use them, so that a "
@@ -135,7 +141,7 @@ class Subject:
         except Exception as error:
             how = f"{self.name}.from_trainer(root_dir)" if self.role == "logger" else f"{self.name}()"
             raise ConformanceFailure(
-                f"building the plugin as the kernel does ({how}) raised {type(error).__name__}: {error}. "
+                f"building the plugin as the kernel does ({how}) raised {describe(error)}. "
                 "Chosen by name, a plugin gets no arguments: give every __init__ argument a default."
             ) from error
 
@@ -169,10 +175,21 @@ def unexpected_errors_fail(action: str, function: Callable[[], T]) -> T:
 def failure_from(action: str, error: BaseException) -> ConformanceFailure:
     """A failure naming what was done, the error, and the last line of plugin code on the way."""
     frames = traceback.extract_tb(error.__traceback__)
-    plugin_frames = [frame for frame in frames if "/trellis/" not in frame.filename.replace(os.sep, "/")]
+    plugin_frames = [frame for frame in frames if not _in_library(frame.filename)]
     where = plugin_frames[-1] if plugin_frames else (frames[-1] if frames else None)
     location = f" at {where.filename}:{where.lineno} in {where.name}()" if where else ""
     return ConformanceFailure(
-        f"{action} raised {type(error).__name__}: {error}{location}. Fix that code path: the kernel calls it in "
+        f"{action} raised {describe(error)}{location}. Fix that code path: the kernel calls it in "
         "every run that chooses this plugin"
     )
+
+
+def describe(error: BaseException) -> str:
+    """`TypeName: message`, or the type name alone when the message is empty."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _in_library(filename: str) -> bool:
+    if filename.startswith(_KERNEL_AND_TORCH):
+        return True
+    return filename.startswith(_STDLIB) and "site-packages" not in filename

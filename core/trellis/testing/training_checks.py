@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,9 @@ def check_ddp(subject: Subject, tmp_path: Path) -> None:
     if sorted(report["global_rank"] for report in reports) != list(range(DDP_DEVICES)) or any(
         report["world_size"] != DDP_DEVICES for report in reports
     ):
-        raise ConformanceFailure(f"DDP ranks reported {reports}: expected global ranks 0..{DDP_DEVICES - 1} of world size {DDP_DEVICES}")
+        raise ConformanceFailure(
+            f"DDP ranks reported {reports}: expected global ranks 0..{DDP_DEVICES - 1} of world size {DDP_DEVICES}"
+        )
     if any(report["weights"] != reports[0]["weights"] for report in reports):
         raise ConformanceFailure(
             f"after DDP training the ranks hold different weights {[report['weights'] for report in reports]}: "
@@ -153,20 +156,22 @@ def _uninterrupted_run(subject: Subject) -> workload.RunResult:
 
 
 def _run(
-    subject: Subject, root_dir: Path, max_steps: int, ckpt_path: str | None = None, extra_callbacks: list[Any] = ()
+    subject: Subject, root_dir: Path, max_steps: int, ckpt_path: str | None = None, extra_callbacks: Sequence[Any] = ()
 ) -> workload.RunResult:
-    """A seeded fit; a plugin that refuses to run on this machine skips, any other error fails."""
+    """A seeded fit; a precision or strategy that refuses one CPU device when chosen skips, any other error fails."""
     os.makedirs(root_dir, exist_ok=True)
+    flags = role_flags(subject, root_dir)
+    flags["callbacks"] = [*flags.get("callbacks", []), *extra_callbacks]
     try:
-        flags = role_flags(subject, root_dir)
-        flags["callbacks"] = [*flags.get("callbacks", []), *extra_callbacks]
-        return workload.fit(flags, max_steps, ckpt_path)
+        run = workload.prepare(flags, max_steps)
     except ConfigurationError as error:
         if subject.role in ("precision", "strategy"):
             raise ConformanceSkip(f"{subject.target} cannot run on one CPU device: {error}") from None
-        raise failure_from(f"Trainer.fit with {subject.target}", error) from error
-    except ConformanceFailure:
-        raise
+        raise failure_from(f"Trainer(...) with {subject.target}", error) from error
+    except Exception as error:
+        raise failure_from(f"Trainer(...) with {subject.target}", error) from error
+    try:
+        return run.fit(ckpt_path)
     except Exception as error:
         raise failure_from(f"Trainer.fit with {subject.target}", error) from error
 
@@ -198,4 +203,6 @@ def _check_logger_received(subject: Subject, logger: Any) -> None:
             f"{calls['metrics']!r}"
         )
     if calls["finalize"] != ["success"]:
-        raise ConformanceFailure(f"finalize() was called with {calls['finalize']!r} after a successful fit, not ['success']")
+        raise ConformanceFailure(
+            f"finalize() was called with {calls['finalize']!r} after a successful fit, not ['success']"
+        )

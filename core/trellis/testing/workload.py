@@ -58,21 +58,28 @@ def trainer_flags(root_dir: str | os.PathLike, **flags: Any) -> dict[str, Any]:
 
 @dataclass
 class RunResult:
-    """What a finished run left behind."""
+    """A seeded module and its Trainer; `fit` runs it."""
 
     trainer: trellis.Trainer
     module: TinyRegression
     initial_weights: dict[str, torch.Tensor]
 
+    def fit(self, ckpt_path: str | None = None) -> RunResult:
+        self.trainer.fit(self.module, make_loader(), ckpt_path=ckpt_path)
+        return self
+
     def final_weights(self) -> dict[str, torch.Tensor]:
         return {key: value.detach().cpu().clone() for key, value in self.module.state_dict().items()}
 
 
-def fit(flags: dict[str, Any], max_steps: int, ckpt_path: str | None = None) -> RunResult:
-    """Seeded fit of a fresh TinyRegression for `max_steps` steps."""
+def prepare(flags: dict[str, Any], max_steps: int) -> RunResult:
+    """A fresh TinyRegression, seeded so that two runs start from the same weights, and its Trainer."""
     trellis.seed_everything(7)
     module = TinyRegression()
     initial = {key: value.detach().clone() for key, value in module.state_dict().items()}
-    trainer = trellis.Trainer(max_steps=max_steps, **flags)
-    trainer.fit(module, make_loader(), ckpt_path=ckpt_path)
-    return RunResult(trainer, module, initial)
+    return RunResult(trellis.Trainer(max_steps=max_steps, **flags), module, initial)
+
+
+def fit(flags: dict[str, Any], max_steps: int, ckpt_path: str | None = None) -> RunResult:
+    """Seeded fit of a fresh TinyRegression for `max_steps` steps."""
+    return prepare(flags, max_steps).fit(ckpt_path)

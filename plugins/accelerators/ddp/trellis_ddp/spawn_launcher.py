@@ -106,7 +106,7 @@ def _wait(processes: list, messages: Any) -> dict[str, Any]:
                 message = messages.get()
                 if message[0] == "error":
                     errors[message[1]] = message[2]
-            rank = min(errors) if errors else failed[0][0]
+            rank = next(iter(errors)) if errors else failed[0][0]  # the first to report is the cause
             detail = errors.get(rank, f"it exited with code {dict(failed).get(rank)} without a Python traceback")
             raise RankFailedError(f"rank {rank} of {len(processes)} failed; every rank was stopped. Rank {rank}:\n{detail}")
         if all(p.exitcode == 0 for p in processes) and outcome is not None:
@@ -162,7 +162,7 @@ def _restore(function: Callable[..., Any], args: tuple, state: dict[str, Any]) -
     trainer = getattr(function, "__self__", None)
     if trainer is None or "fit_loop" not in state:
         return
-    trainer.fit_loop.load_state_dict({**state["fit_loop"], "epoch_completed": False})
+    trainer.fit_loop.load_state_dict(state["fit_loop"])
     trainer.metrics.callback_metrics = state["callback_metrics"]
     trainer.logged_metrics.update(state["logged_metrics"])
     for callback, paths in zip(trainer.checkpoint_callbacks, state["checkpoint_paths"]):

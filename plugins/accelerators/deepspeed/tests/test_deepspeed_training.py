@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("deepspeed", reason="trellis-deepspeed's training tests need deepspeed installed")
 
-from trellis.errors import CheckpointError  # noqa: E402
+from trellis.errors import CheckpointError, ConfigurationError  # noqa: E402
 from trellis.roles import Precision  # noqa: E402
 from trellis_deepspeed import DeepSpeedStrategy, convert_to_fp32_checkpoint  # noqa: E402
 
@@ -89,7 +89,7 @@ def test_optimizer_and_scheduler_from_the_config(tmp_path) -> None:
 
 def test_configure_optimizers_and_config_optimizer_together_is_an_error(tmp_path) -> None:
     strategy = DeepSpeedStrategy(config={"optimizer": {"type": "AdamW", "params": {"torch_adam": True}}})
-    with pytest.raises(Exception, match="keep one"):
+    with pytest.raises(ConfigurationError, match="keep one"):
         kit.trainer(strategy, str(tmp_path)).fit(kit.Regressor(), kit.loader())
 
 
@@ -149,5 +149,5 @@ def test_resuming_from_something_that_is_not_a_deepspeed_checkpoint_is_refused(t
 
 def test_two_processes_asked_for_but_not_launched_says_how(tmp_path, monkeypatch: Any) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(Exception, match="torchrun --nproc_per_node=2"):
+    with pytest.raises(ConfigurationError, match="torchrun --nproc_per_node=2"):
         kit.trainer(DeepSpeedStrategy(stage=2), str(tmp_path), devices=2).fit(kit.Regressor(), kit.loader())

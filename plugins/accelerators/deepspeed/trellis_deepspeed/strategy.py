@@ -218,7 +218,8 @@ class DeepSpeedStrategy(Strategy):
     def process_dataloader(self, dataloader: Iterable) -> Iterable:
         """The training dataloader's batch size becomes DeepSpeed's micro batch size (for its sample counts)."""
         trainer = getattr(self.module, "_trainer", None)
-        batch_size = getattr(dataloader, "batch_size", None)
+        batch_size = getattr(dataloader, "batch_size", None) or getattr(
+            getattr(dataloader, "batch_sampler", None), "batch_size", None)
         if (self._micro_batch_from_loader and self.engine is not None and batch_size
                 and trainer is not None and dataloader is trainer.train_loader):
             self.engine.set_train_micro_batch_size(batch_size)

@@ -41,6 +41,8 @@ class FSDPStrategy(DDPStrategy):
     def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+        if isinstance(self.model, StepRunner) and self.model.module is module:  # sharded by an earlier stage
+            return build_optimizers() if build_optimizers is not None else None
         module = self.precision.convert_module(module.to(self.root_device))
         if self.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
@@ -68,10 +70,6 @@ class FSDPStrategy(DDPStrategy):
 
     def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         return _gradient_sync(self.model, not enabled)
-
-    def clip_gradients(self, optimizer: torch.optim.Optimizer, value: float, algorithm: str = "norm") -> None:
-        """Gradients are sharded DTensors: their norm is computed over all shards by torch."""
-        super().clip_gradients(optimizer, value, algorithm)
 
     # -- full state dicts, gathered on every rank ------------------------------------------------
     def _full(self) -> Any:

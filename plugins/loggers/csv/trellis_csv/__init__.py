@@ -19,8 +19,8 @@ class CSVLogger(Logger):
     """Rows of (step, epoch, metrics...), flushed every `flush_logs_every_n_steps` rows.
 
     New metric names add columns (the file is rewritten with the wider header). The version directory
-    and the last logged step travel in checkpoints: a resumed run appends to the same file and drops
-    rows logged after the checkpoint, so no step is duplicated or missing.
+    travels in checkpoints: a resumed run appends to the same file and drops the rows of steps after the
+    checkpoint's global step (the resumed run logs those again), so no step is duplicated or missing.
     """
 
     name = "csv"
@@ -39,6 +39,7 @@ class CSVLogger(Logger):
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []
         self._last_step = -1
+        self._resume_step: int | None = None
 
     @classmethod
     def from_trainer(cls, root_dir: str) -> CSVLogger:
@@ -80,12 +81,12 @@ class CSVLogger(Logger):
         if not self._rows:
             return
         os.makedirs(self.log_dir, exist_ok=True)
-        existing = self._read_rows() if not self._columns and os.path.exists(self.metrics_path) else None
-        if existing is not None:
-            self._columns = list(existing[0].keys()) if existing else []
+        existing = None
+        if not self._columns and os.path.exists(self.metrics_path):
+            self._columns, existing = self._read()
         new_columns = [key for row in self._rows for key in row if key not in self._columns]
         if new_columns or not os.path.exists(self.metrics_path):
-            previous = existing if existing is not None else self._read_rows()
+            previous = existing if existing is not None else self._read()[1]
             self._columns = _ordered(self._columns + list(dict.fromkeys(new_columns)))
             self._write(previous + self._rows, mode="w")
         else:
@@ -99,29 +100,40 @@ class CSVLogger(Logger):
         self.save()  # everything up to the checkpoint is on disk before the checkpoint exists
         return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name, "last_step": self._last_step}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Remember the checkpoint's step: rows logged at it after the save (that step's metrics) are kept."""
+        self._resume_step = checkpoint.get("global_step")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("save_dir") != self.save_dir or state.get("name") != self.run_name:
             return
         self._version = state["version"]
-        self._last_step = state["last_step"]
+        self._last_step = self._resume_step if self._resume_step is not None else state["last_step"]
         if os.path.exists(self.metrics_path):
-            rows = [row for row in self._read_rows() if int(float(row["step"])) <= self._last_step]
-            self._columns = _ordered(list(rows[0].keys())) if rows else []
-            self._write(rows, mode="w")
+            self._columns, rows = self._read()
+            self._write([row for row in rows if int(float(row["step"])) <= self._last_step], mode="w")
 
-    def _read_rows(self) -> list[dict[str, Any]]:
+    def _read(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """The file's columns and its rows (without empty cells)."""
         if not os.path.exists(self.metrics_path):
-            return []
+            return [], []
         with open(self.metrics_path, newline="") as file:
-            return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
+            reader = csv.DictReader(file)
+            rows = [{key: value for key, value in row.items() if value != ""} for row in reader]
+            return list(reader.fieldnames or []), rows
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
-        with open(self.metrics_path, mode, newline="") as file:
+        """Append rows, or rewrite the file atomically (a kill mid-rewrite leaves the old file whole)."""
+        target = self.metrics_path if mode == "a" else self.metrics_path + ".tmp"
+        with open(target, mode, newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self._columns)
             if mode == "w":
                 writer.writeheader()
             writer.writerows(rows)
             file.flush()
+            os.fsync(file.fileno())
+        if mode == "w":
+            os.replace(target, self.metrics_path)
 
 
 def _ordered(columns: list[str]) -> list[str]:

@@ -75,6 +75,7 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, key))
 
 
+@pytest.mark.slow
 def test_fit_by_name_sends_params_every_metric_and_checkpoints(tracking, tmp_path, kit):
     trainer = kit.quiet_trainer(logger=["mlflow", "csv"], max_epochs=2, default_root_dir=tmp_path)
     trainer.fit(kit.TinyRegression(learning_rate=0.05), kit.random_loader(batches=8))
@@ -95,6 +96,7 @@ def test_fit_by_name_sends_params_every_metric_and_checkpoints(tracking, tmp_pat
     assert artifacts == ["checkpoints/" + os.path.basename(trainer.checkpoint_callback.best_model_path)]
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_continues_the_same_run(tracking, tmp_path, kit):
     every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
     first = kit.quiet_trainer(logger="mlflow", max_steps=4, default_root_dir=tmp_path, callbacks=[every_four])
@@ -117,11 +119,13 @@ class ServerOutage(trellis.Callback):
 
     def on_train_batch_end(self, trainer) -> None:
         if trainer.global_step == 3:
+            assert trainer.logger.run_id  # the run exists before the outage
             self.server.stop()
         if trainer.global_step == 7:
             self.server.start()
 
 
+@pytest.mark.slow
 def test_a_server_stopped_mid_run_and_restarted_loses_no_metric(tracking, tmp_path, kit):
     logger = MLflowLogger(save_dir=tmp_path, flush_interval=0.2, finalize_timeout=STARTUP_TIMEOUT)
     trainer = kit.quiet_trainer(logger=logger, max_epochs=2, default_root_dir=tmp_path, callbacks=[ServerOutage(tracking)])

@@ -20,6 +20,7 @@ class Float16Mixed(AutocastPrecision):
 
     name = "16-mixed"
     compute_dtype = torch.float16
+    skips_nonfinite_steps = True
 
     def __init__(
         self,

@@ -1,0 +1,56 @@
+"""strategy="fsdp" (torch fully_shard) on two CPU processes over gloo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPTS = Path(__file__).parent / "scripts"
+HANDWRITTEN = Path(__file__).parents[2] / "ddp" / "tests" / "scripts" / "handwritten_ddp.py"
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                      "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TRELLIS_DDP_LAUNCHED", "TRELLIS_DDP_PARENT_PID")
+
+
+def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run in a process group of its own, killed afterwards whatever happened."""
+    environment = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_fsdp_trains_like_handwritten_ddp_and_checkpoints_full_weights(tmp_path: Path) -> None:
+    fsdp, reference = tmp_path / "fsdp.pt", tmp_path / "ddp.pt"
+    trained = run([sys.executable, str(SCRIPTS / "fsdp_regression.py"), "--out", str(fsdp)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    handwritten = run([sys.executable, str(HANDWRITTEN), str(reference), "2", str(free_port())])
+    assert handwritten.returncode == 0, handwritten.stderr[-3000:]
+    sharded_result, ddp_result = torch.load(fsdp), torch.load(reference)
+    assert sharded_result.keys() == ddp_result.keys()
+    for key in ddp_result:
+        torch.testing.assert_close(sharded_result[key], ddp_result[key], rtol=0, atol=1e-6)
+
+    checkpoint = torch.load(str(fsdp) + ".ckpt", weights_only=False)
+    network = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    network.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()})
+    assert torch.equal(network[0].weight, sharded_result["0.weight"])
+    assert checkpoint["global_step"] == 16
