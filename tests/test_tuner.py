@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 
 import pytest
 import torch
@@ -46,18 +47,28 @@ def test_lr_find_stops_early_when_the_loss_diverges():
     assert not losses[-1] <= 4.0 * min(losses)  # it stopped at the first point past the threshold (or non-finite)
 
 
-def test_lr_find_plot_writes_the_curve(tmp_path):
-    result = Tuner(quiet_trainer()).lr_find(TinyRegressor(), train_dataloaders=loader(256), num_training=20)
-    written = result.plot(tmp_path / "lr_curve.png")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert written == tmp_path / "lr_curve.csv"
-        with open(written, newline="") as file:
-            rows = list(csv.DictReader(file))
-        assert [float(row["lr"]) for row in rows] == pytest.approx(result.results["lr"])
-    else:
-        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+@pytest.fixture(scope="module")
+def curve():
+    return Tuner(quiet_trainer()).lr_find(TinyRegressor(), train_dataloaders=loader(256), num_training=20,
+                                          update_attr=False)
+
+
+def test_lr_find_plot_without_matplotlib_writes_the_curve_as_csv(curve, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on a machine without it
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    written = curve.plot(tmp_path / "lr_curve.png")
+    assert written == tmp_path / "lr_curve.csv"
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    with open(written, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(row["lr"]) for row in rows] == pytest.approx(curve.results["lr"])
+    assert [float(row["loss"]) for row in rows] == pytest.approx(curve.results["loss"])
+
+
+def test_lr_find_plot_draws_a_png_with_matplotlib(curve, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the CSV fallback is tested above)")
+    written = curve.plot(tmp_path / "lr_curve.png")
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_lr_find_needs_a_sensible_range():

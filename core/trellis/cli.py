@@ -10,6 +10,7 @@ from typing import Any
 
 from trellis import discovery
 from trellis.errors import PluginLoadError
+from trellis.scaffold import add_new_plugin_parser
 
 
 def plugin_report(check_availability: bool) -> list[dict[str, Any]]:
@@ -74,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = commands.add_parser("plugins", help="list installed plugin distributions and what they provide")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--check", action="store_true", help="import each plugin and test availability here")
+    add_new_plugin_parser(commands)
     arguments = parser.parse_args(argv)
+    if arguments.command == "new-plugin":
+        return arguments.handler(arguments)
     if arguments.command == "plugins":
         records = plugin_report(arguments.check)
         if arguments.json:

@@ -21,6 +21,7 @@ from trellis.hook_manager import HookManager
 from trellis.loops.evaluation import run_evaluation, run_prediction
 from trellis.loops.fit import FitLoop, check_optimizers, takes_optimizer_index
 from trellis.metrics import MetricStore
+from trellis.preemption import Preempted, PreemptionHandler
 from trellis.optim import OptimizerSetup, SchedulerConfig, parse_optimizers
 from trellis.roles import Logger
 from trellis.selection import resolve_loggers, select
@@ -64,6 +65,8 @@ class Trainer:
         default_root_dir: str | os.PathLike | None = None,
         inference_mode: bool = True,
         use_distributed_sampler: bool = True,
+        handle_preemption: bool = True,
+        preemption_checkpoint: str | os.PathLike | None = None,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -90,6 +93,9 @@ class Trainer:
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.inference_mode = inference_mode
         self.use_distributed_sampler = use_distributed_sampler
+        self.preemption = PreemptionHandler(self) if handle_preemption else None
+        self.preemption_checkpoint_path = os.fspath(
+            preemption_checkpoint or os.path.join(self.default_root_dir, "preempted.ckpt"))
 
         plugin_list = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins is not None else [])
         selection = select(accelerator, strategy, devices, num_nodes, precision, plugin_list)
@@ -271,7 +277,7 @@ class Trainer:
             status = "success"
             return result
         except BaseException as exception:
-            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+            status = "interrupted" if isinstance(exception, (KeyboardInterrupt, Preempted)) else "failed"
             self.hooks.call("on_exception", trainer=self, pl_module=module, exception=exception)
             raise
         finally:
@@ -304,7 +310,13 @@ class Trainer:
             self._connect_fit_data(loaders)
             self._log_hyperparameters()
             self.hooks.call("on_fit_start", trainer=self, pl_module=module)
-            self.fit_loop.run()
+            if self.preemption is not None:
+                self.preemption.install()
+            try:
+                self.fit_loop.run()
+            finally:
+                if self.preemption is not None:
+                    self.preemption.uninstall()
             self.hooks.call("on_fit_end", trainer=self, pl_module=module)
             return None
         self.strategy.setup(module, None)
@@ -354,6 +366,9 @@ class Trainer:
         if ckpt_path in ("best", "last"):
             callback = self.checkpoint_callback
             path = getattr(callback, f"{ckpt_path}_model_path", "") if callback is not None else ""
+            if ckpt_path == "last":
+                candidates = [p for p in (path, self.preemption_checkpoint_path) if p and os.path.exists(p)]
+                path = max(candidates, key=os.path.getmtime) if candidates else ""
             if not path:
                 raise ConfigurationError(
                     f"ckpt_path={ckpt_path!r} but no {ckpt_path} checkpoint was saved by a ModelCheckpoint in this "
@@ -414,6 +429,12 @@ class Trainer:
             set_epoch = getattr(candidate, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
+
+    def strategy_cluster_environment(self) -> Any:
+        """The cluster environment the strategy runs under, or the one detected from the environment."""
+        from trellis.selection import detect_cluster_environment
+
+        return getattr(self.strategy, "cluster_environment", None) or detect_cluster_environment()
 
     def validation_due_at_epoch_end(self, epoch: int) -> bool:
         if not self.val_loaders or (epoch + 1) % self.check_val_every_n_epoch != 0:

@@ -69,17 +69,15 @@ class ModelCheckpoint(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("dirpath") == self.dirpath or self.dirpath is None:
+        if self.dirpath is None:
+            self.dirpath = state.get("dirpath")
+        if state.get("dirpath") == self.dirpath:
             self.best_k_models = dict(state["best_k_models"])
             self.best_model_path = state["best_model_path"]
             self.best_model_score = state["best_model_score"]
             self.last_model_path = state["last_model_path"]
 
     # -- when ---------------------------------------------------------------------------------
-    def setup(self, trainer: Any, stage: str) -> None:
-        if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
-
     def on_train_batch_end(self, trainer: Any) -> None:
         due_by_steps = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         due_by_time = self.train_time_interval is not None and time.monotonic() - self._last_time >= self.train_time_interval
@@ -104,6 +102,8 @@ class ModelCheckpoint(Callback):
     def _save(self, trainer: Any) -> None:
         if trainer.global_step == self._last_saved_step:
             return
+        if self.dirpath is None:  # resolved now, after a resume has restored the logger's run directory
+            self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
         self._last_saved_step = trainer.global_step
         self._last_time = time.monotonic()
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}

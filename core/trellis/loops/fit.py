@@ -171,6 +171,7 @@ class FitLoop:
         validate_every = trainer.val_check_batches
         check_loss_each_step = not strategy.accelerator.defers_execution
         self._watch_loss = not strategy.precision.skips_nonfinite_steps
+        preemption = trainer.preemption
         stopped_early = False
         for batch_index, batch in self._epoch_batches():
             if batch_index >= limit:
@@ -193,6 +194,8 @@ class FitLoop:
             step_boundary()
             if self.validation_pending:
                 self._validate()
+            if preemption is not None:
+                preemption.check()
             if self._max_steps_reached() and self.batches_done < limit:
                 stopped_early = True  # the epoch stays unfinished: a longer run resumes it exactly
                 break

@@ -42,5 +42,9 @@ class ClusterEnvironment:
     def node_rank(self) -> int:
         raise NotImplementedError
 
+    def requeue(self) -> bool:
+        """Put the job back in the scheduler's queue after preemption; False where the scheduler cannot."""
+        return False
+
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         """Raise when the Trainer's devices/num_nodes contradict what the environment launched."""

@@ -53,19 +53,17 @@ class LRFinderResult:
 
         Returns the file written.
         """
-        suggestion = self.suggestion() if suggest and len(self.results["lr"]) > 11 else None
+        suggestion = self.suggestion() if suggest and len(self.results["lr"]) >= 13 else None
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            from matplotlib import pyplot
+            from matplotlib.figure import Figure
         except ImportError:
             target = Path(path).with_suffix(".csv")
             self._write_csv(target)
             rank_zero_info(f"matplotlib is not installed: wrote the learning-rate curve as CSV to {target} "
                            "(pip install matplotlib for a picture)")
             return target
-        figure, axes = pyplot.subplots()
+        figure = Figure()
+        axes = figure.subplots()
         axes.plot(self.results["lr"], self.results["loss"])
         if self.mode == "exponential":
             axes.set_xscale("log")
@@ -77,7 +75,6 @@ class LRFinderResult:
             axes.legend()
         target = Path(path)
         figure.savefig(target)
-        pyplot.close(figure)
         return target
 
     def _write_csv(self, target: Path) -> None:

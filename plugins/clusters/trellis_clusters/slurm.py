@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 
 from trellis.errors import ConfigurationError
 from trellis.roles import ClusterEnvironment
+from trellis.utils.rank_zero import warn_once
 from trellis_clusters._variables import check_layout, port_from_job_id, read_int
 
 _LAUNCHER = "SLURM (srun)"
@@ -54,6 +56,22 @@ class SLURMEnvironment(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return read_int("SLURM_NODEID", _LAUNCHER)
+
+    def requeue(self) -> bool:
+        """`scontrol requeue $SLURM_JOB_ID` (for array jobs, the array task's own id)."""
+        job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job and "SLURM_ARRAY_TASK_ID" in os.environ else None
+        job = job or os.environ.get("SLURM_JOB_ID")
+        if not job:
+            return False
+        try:
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            warn_once(f"could not requeue SLURM job {job}: {error}; resubmit it by hand")
+            return False
+        if result.returncode != 0:
+            warn_once(f"scontrol requeue {job} failed: {result.stderr.strip()}; resubmit the job by hand")
+        return result.returncode == 0
 
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         per_node = os.environ.get("SLURM_NTASKS_PER_NODE")

@@ -1,0 +1,82 @@
+"""Preemption: SIGTERM or SIGUSR1 (SLURM's warning signal) save a checkpoint at the next step boundary.
+
+The process then exits with PREEMPTED_EXIT_CODE (75, EX_TEMPFAIL: "try again"). Resuming with
+`trainer.fit(model, ckpt_path="last")` continues exactly where the signal arrived. Under SLURM the job is
+requeued first (through the cluster environment plugin).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trellis.utils.rank_zero import rank_zero_info
+
+if TYPE_CHECKING:
+    from trellis.trainer import Trainer
+
+PREEMPTED_EXIT_CODE = 75
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+#: in multi-process runs the ranks agree on stopping every this many steps (one small all-reduce).
+SYNC_EVERY_N_STEPS = 10
+
+
+class Preempted(SystemExit):
+    """Raised after the preemption checkpoint is written; exits the process with PREEMPTED_EXIT_CODE."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PreemptionHandler:
+    """Records preemption signals; `check()` at a step boundary turns one into checkpoint and exit."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for number in PREEMPTION_SIGNALS:
+                self._previous[number] = signal.signal(number, self._record)
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _record(self, number: int, frame: Any) -> None:
+        self.received = number
+
+    def check(self) -> None:
+        """Called at every training step boundary; cheap unless a signal arrived."""
+        strategy = self.trainer.strategy
+        if strategy.world_size > 1:
+            if self.trainer.global_step % SYNC_EVERY_N_STEPS:
+                return
+            requested = float(strategy.reduce(torch.tensor(float(self.received is not None)), "sum")) > 0
+        else:
+            requested = self.received is not None
+        if requested:
+            self._stop()
+
+    def _stop(self) -> None:
+        trainer = self.trainer
+        path = trainer.preemption_checkpoint_path
+        trainer.save_checkpoint(path)
+        environment = trainer.strategy_cluster_environment()
+        requeued = environment is not None and trainer.is_global_zero and environment.requeue()
+        name = signal.Signals(self.received).name if self.received else "a preemption signal on another rank"
+        message = (f"received {name} at global step {trainer.global_step}: saved {path}"
+                   + ("; the job was requeued" if requeued else "")
+                   + f". Resume with trainer.fit(model, ckpt_path='last'); exiting with status {PREEMPTED_EXIT_CODE}.")
+        rank_zero_info(message)
+        raise Preempted(message)
