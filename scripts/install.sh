@@ -13,7 +13,7 @@ pip install -q torch==2.13.0 setuptools
 defaults=(plugins/accelerators/cpu plugins/precision/true plugins/loggers/csv plugins/checkpoint/torch)
 if [ "${1:-}" = "--all" ]; then
   mapfile -t plugins < <(find plugins -mindepth 2 -maxdepth 3 -name pyproject.toml -printf '%h\n' | sort)
-  extras="[test,examples]"
+  extras="[test,examples,cli]"
 else
   plugins=("${defaults[@]}")
   extras="[examples]"

@@ -191,3 +191,20 @@ def test_csv_logger_writes_metrics_and_hparams_by_default(tmp_path):
     assert rows[0].split(",")[:2] == ["step", "epoch"] and "val_loss" in rows[0]
     assert "lr: 0.01" in (log_dir / "hparams.yaml").read_text()
     assert list((log_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_a_lightning_checkpoint_is_migrated_loaded_and_resumed_from_the_next_epoch(tmp_path):
+    source = TinyRegressor(lr=0.3)
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.3)
+    lightning_checkpoint = {  # the layout Lightning 2.x writes
+        "epoch": 1, "global_step": 16, "pytorch-lightning_version": "2.6.0", "state_dict": source.state_dict(),
+        "loops": {"fit_loop": {"state_dict": {}}}, "callbacks": {}, "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"lr": 0.3},
+    }
+    torch.save(lightning_checkpoint, tmp_path / "lightning.ckpt")
+    restored = TinyRegressor.load_from_checkpoint(tmp_path / "lightning.ckpt")
+    assert restored.hparams.lr == 0.3
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), restored.state_dict().values()))
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(TinyRegressor(), loader(), ckpt_path=tmp_path / "lightning.ckpt")
+    assert trainer.global_step == 16 + 8  # epoch 2 only

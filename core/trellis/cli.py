@@ -10,6 +10,7 @@ from typing import Any
 
 from trellis import discovery
 from trellis.errors import PluginLoadError
+from trellis.config_cli import CONFIG_COMMANDS, add_config_commands
 from trellis.scaffold import add_new_plugin_parser
 
 
@@ -70,13 +71,20 @@ def _print_table(records: list[dict[str, Any]], checked: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments_given = list(sys.argv[1:] if argv is None else argv)
+    if arguments_given and arguments_given[0] in CONFIG_COMMANDS:
+        from trellis.config_cli import main_config
+
+        main_config(arguments_given)
+        return 0
     parser = argparse.ArgumentParser(prog="trellis", description="Trellis training runtime")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_config_commands(commands)
     listing = commands.add_parser("plugins", help="list installed plugin distributions and what they provide")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--check", action="store_true", help="import each plugin and test availability here")
     add_new_plugin_parser(commands)
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(arguments_given)
     if arguments.command == "new-plugin":
         return arguments.handler(arguments)
     if arguments.command == "plugins":

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from trellis.errors import ConfigurationError, TrainingError
 
@@ -98,6 +98,14 @@ class SkipFirstBatches(Sampler):
 
     def __len__(self) -> int:
         return max(0, len(self.batch_sampler) - self.count)
+
+
+def in_order(loader: Iterable) -> Iterable:
+    """The loader without shuffling (overfit_batches trains on the same first batches every epoch)."""
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler):
+        return rebuild_dataloader(loader, BatchSampler(SequentialSampler(loader.dataset), loader.batch_size,
+                                                       loader.drop_last))
+    return loader
 
 
 def skip_batches(loader: Iterable, count: int) -> tuple[Iterable, int]:

@@ -65,8 +65,8 @@ class MetricStore:
         self._epoch: dict[str, dict[str, _EpochAggregate]] = {}
         self.logger_keys: set[str] = set()
         self.prog_bar_keys: set[str] = set()
-        #: latest value of every metric, for callbacks (ModelCheckpoint, EarlyStopping).
-        self.callback_metrics: dict[str, torch.Tensor] = {}
+        #: finished values (step values, reduced epoch aggregates).
+        self._finished: dict[str, torch.Tensor] = {}
 
     def log(
         self,
@@ -97,7 +97,7 @@ class MetricStore:
             if sync_dist:
                 tensor = self._reduce(tensor, reduce_fx)
             self.step_values[step_name] = tensor
-            self.callback_metrics[step_name] = tensor
+            self._finished[step_name] = tensor
             self._mark(step_name, logger, prog_bar)
         if on_epoch:
             weight = float(batch_size or self.current_batch_size or 1)
@@ -114,12 +114,24 @@ class MetricStore:
         if prog_bar:
             self.prog_bar_keys.add(name)
 
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        """Latest value of every metric, with the running epoch aggregates of the current loop (as callbacks
+        in an epoch-end hook expect); aggregates synchronised across processes appear once reduced."""
+        live = {name: aggregate.result(self._reduce)
+                for name, aggregate in self._epoch.get(self.stage, {}).items() if not aggregate.sync_dist}
+        return {**self._finished, **live}
+
+    @callback_metrics.setter
+    def callback_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
+        self._finished = dict(metrics)
+
     def state_dict(self) -> dict[str, Any]:
         """Unfinished epoch aggregates and latest values: a resumed epoch logs what the whole epoch would."""
         return {
             "epoch": {stage: {name: vars(aggregate).copy() for name, aggregate in aggregates.items()}
                       for stage, aggregates in self._epoch.items()},
-            "callback_metrics": dict(self.callback_metrics),
+            "callback_metrics": dict(self._finished),
             "logger_keys": sorted(self.logger_keys),
             "prog_bar_keys": sorted(self.prog_bar_keys),
         }
@@ -127,7 +139,7 @@ class MetricStore:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._epoch = {stage: {name: _EpochAggregate(**fields) for name, fields in aggregates.items()}
                        for stage, aggregates in state["epoch"].items()}
-        self.callback_metrics = dict(state["callback_metrics"])
+        self._finished = dict(state["callback_metrics"])
         self.logger_keys, self.prog_bar_keys = set(state["logger_keys"]), set(state["prog_bar_keys"])
 
     def pop_step_metrics(self) -> dict[str, float]:
@@ -141,10 +153,11 @@ class MetricStore:
         logged = {}
         for name, aggregate in self._epoch.pop(stage, {}).items():
             value = aggregate.result(self._reduce)
-            self.callback_metrics[name] = value
+            self._finished[name] = value
             if name in self.logger_keys:
                 logged[name] = float(value)
         return logged
 
     def progress_bar_metrics(self) -> dict[str, float]:
-        return {name: float(self.callback_metrics[name]) for name in self.prog_bar_keys if name in self.callback_metrics}
+        metrics = self.callback_metrics
+        return {name: float(metrics[name]) for name in self.prog_bar_keys if name in metrics}

@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
-from trellis import checkpointing, discovery
+from trellis import checkpointing, classic_flags, discovery
+from trellis.determinism import configure_determinism
+from trellis.profilers import resolve_profiler
 from trellis.callbacks.base import Callback
 from trellis.distributed_data import distribute
-from trellis.data import batch_limit, loader_length, request_loaders, require_batches
+from trellis.data import batch_limit, in_order, loader_length, request_loaders, require_batches
 from trellis.errors import ConfigurationError
 from trellis.hook_manager import HookManager
 from trellis.loops.evaluation import run_evaluation, run_prediction
@@ -67,10 +69,37 @@ class Trainer:
         use_distributed_sampler: bool = True,
         handle_preemption: bool = True,
         preemption_checkpoint: str | os.PathLike | None = None,
+        fast_dev_run: bool | int = False,
+        overfit_batches: int | float = 0.0,
+        reload_dataloaders_every_n_epochs: int = 0,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        detect_anomaly: bool = False,
+        profiler: str | Any | None = None,
         **unknown: Any,
     ) -> None:
+        classic = classic_flags.translate(unknown)
         if unknown:
             raise ConfigurationError(_unknown_flag_message(unknown))
+        accelerator = classic.get("accelerator", accelerator)
+        devices = classic.get("devices", devices)
+        strategy = classic.get("strategy", strategy)
+        enable_progress_bar = classic.get("enable_progress_bar", enable_progress_bar)
+        enable_model_summary = classic.get("enable_model_summary", enable_model_summary)
+        enable_checkpointing = classic.get("enable_checkpointing", enable_checkpointing)
+        #: resume_from_checkpoint (classic): the checkpoint fit resumes from when ckpt_path is not given.
+        self.resume_from_checkpoint = classic.get("ckpt_path")
+        self.fast_dev_run = int(fast_dev_run)
+        if self.fast_dev_run:  # n batches of everything, once, with nothing written
+            limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = self.fast_dev_run
+            max_steps, max_epochs, num_sanity_val_steps, val_check_interval = self.fast_dev_run, 1, 0, 1.0
+            logger, enable_checkpointing = False, False
+        self.overfit_batches = overfit_batches
+        if overfit_batches:
+            limit_train_batches = limit_val_batches = overfit_batches
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.detect_anomaly = detect_anomaly
+        configure_determinism(deterministic, benchmark)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
         self.max_steps = max_steps
         self.max_epochs = max_epochs if max_epochs is not None else (1000 if max_steps == -1 else -1)
@@ -105,7 +134,10 @@ class Trainer:
         self.hook_plugins = selection.hook_plugins
         self.loggers: list[Logger] = selection.loggers + resolve_loggers(logger, self.default_root_dir)
         self._user_callbacks = _resolve_callbacks(callbacks)
-        self._default_callbacks = _default_callbacks(enable_progress_bar, enable_model_summary, enable_checkpointing)
+        self._default_callbacks = _default_callbacks(
+            enable_progress_bar, enable_model_summary, enable_checkpointing,
+            classic.get("progress_bar_refresh_rate", 1), classic.get("model_summary_depth", 1))
+        self.profiler = resolve_profiler(profiler)
         self.callbacks: list[Callback] = self._merge_callbacks([])
         self.hooks = HookManager()
         self.hooks.register_in_call_order([*self.hook_plugins, *self.callbacks])
@@ -128,6 +160,20 @@ class Trainer:
         self.val_batch_limits: list[float] = []
         self.num_training_batches: float = math.inf
         self.val_check_batches = 0
+
+    @classmethod
+    def add_argparse_args(cls, parent_parser: Any) -> Any:
+        """Classic argparse scripts: add every Trainer flag to `parent_parser`."""
+        from trellis.argparse_support import add_argparse_args
+
+        return add_argparse_args(parent_parser, cls)
+
+    @classmethod
+    def from_argparse_args(cls, args: Any, **overrides: Any) -> Trainer:
+        """Classic argparse scripts: a Trainer from parsed arguments (with overrides)."""
+        from trellis.argparse_support import from_argparse_args
+
+        return from_argparse_args(args, cls, **overrides)
 
     # -- what users read ----------------------------------------------------------------------
     @property
@@ -207,6 +253,7 @@ class Trainer:
         ckpt_path: str | os.PathLike | None = None,
     ) -> None:
         """Train `model`; ckpt_path resumes a run from a checkpoint (or "last")."""
+        ckpt_path = ckpt_path if ckpt_path is not None else self.resume_from_checkpoint
         self._launch("fit", model, datamodule, {"train": train_dataloaders, "validation": val_dataloaders}, ckpt_path)
 
     def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | None = None,
@@ -265,7 +312,10 @@ class Trainer:
         others = [callback for callback in self.callbacks if callback not in monitoring]
         # Lightning's order: callbacks, the datamodule and module, then monitoring callbacks (checkpoint,
         # early stopping) so that they see what the module's own epoch-end hooks logged.
-        self.hooks.register_in_call_order([*self.hook_plugins, *others, *self.loggers, datamodule, module, *monitoring])
+        self.hooks.register_in_call_order(
+            [self.profiler, *self.hook_plugins, *others, *self.loggers, datamodule, module, *monitoring])
+        if self.profiler is not None:
+            self.profiler.attach(self.hooks)
         lifecycle_stage = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}[stage]
         status = "failed"
         try:
@@ -313,7 +363,8 @@ class Trainer:
             if self.preemption is not None:
                 self.preemption.install()
             try:
-                self.fit_loop.run()
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                    self.fit_loop.run()
             finally:
                 if self.preemption is not None:
                     self.preemption.uninstall()
@@ -386,7 +437,8 @@ class Trainer:
             )
         if len(train) > 1:
             raise ConfigurationError("fit takes one training dataloader; combine several into one dataset or loader")
-        self.train_loader = self._distribute(train[0])
+        self._fit_loader_arguments = loaders
+        self.train_loader = self._distribute(in_order(train[0]) if self.overfit_batches else train[0])
         self.num_training_batches = batch_limit(self.train_loader, self.limits["train"], "limit_train_batches")
         require_batches(self.num_training_batches, "training")
         has_validation_step = callable(getattr(self.module, "validation_step", None))
@@ -422,7 +474,10 @@ class Trainer:
 
     # -- services for the loops ---------------------------------------------------------------
     def prepare_epoch(self, epoch: int) -> None:
-        """Tell samplers which epoch starts (DistributedSampler reshuffles with it)."""
+        """Reload dataloaders when asked to; tell samplers which epoch starts (DistributedSampler reshuffles)."""
+        every = self.reload_dataloaders_every_n_epochs
+        if every and epoch and epoch % every == 0 and not self.fit_loop.batches_done:
+            self._connect_fit_data(self._fit_loader_arguments)
         batch_sampler = getattr(self.train_loader, "batch_sampler", None)
         for candidate in (self.train_loader, getattr(self.train_loader, "sampler", None), batch_sampler,
                           getattr(batch_sampler, "sampler", None)):
@@ -471,7 +526,9 @@ class Trainer:
                 self.module.log(name, value, prog_bar=prog_bar, logger=logger)
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        self.hooks.call("on_before_zero_grad", trainer=self, pl_module=self.module, optimizer=optimizer)
+        caller = self.hooks.callers.get("on_before_zero_grad")
+        if caller is not None:
+            caller(trainer=self, pl_module=self.module, optimizer=optimizer)
         self.strategy.zero_grad(optimizer)
 
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
@@ -483,7 +540,7 @@ class Trainer:
             callers["on_after_backward"](trainer=self, pl_module=self.module)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, optimizer_index: int) -> None:
-        """Clip, step and zero the gradients of one optimizer (automatic optimization)."""
+        """Clip the gradients of one optimizer and step it (automatic optimization)."""
         callers = self.hooks.callers
         if "on_before_optimizer_step" in callers:
             callers["on_before_optimizer_step"](trainer=self, pl_module=self.module, optimizer=optimizer,
@@ -491,9 +548,6 @@ class Trainer:
         if self.gradient_clip_val:
             self.strategy.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         self.strategy.optimizer_step(optimizer)
-        if "on_before_zero_grad" in callers:
-            callers["on_before_zero_grad"](trainer=self, pl_module=self.module, optimizer=optimizer)
-        self.strategy.zero_grad(optimizer)
 
     def step_schedulers(self, interval: str) -> None:
         for config in self.lr_scheduler_configs:
@@ -541,13 +595,15 @@ def _resolve_callbacks(callbacks: Any) -> list[Callback]:
     return [discovery.load("callback", item)() if isinstance(item, str) else item for item in items]
 
 
-def _default_callbacks(progress_bar: bool, summary: bool, checkpointing_enabled: bool) -> list[Callback]:
+def _default_callbacks(progress_bar: bool, summary: bool, checkpointing_enabled: bool, refresh_rate: int,
+                       summary_depth: int) -> list[Callback]:
     from trellis.callbacks.model_checkpoint import ModelCheckpoint
     from trellis.callbacks.model_summary import ModelSummary
     from trellis.callbacks.progress_bar import ProgressBar
 
-    enabled = ((progress_bar, ProgressBar), (summary, ModelSummary), (checkpointing_enabled, ModelCheckpoint))
-    return [cls() for flag, cls in enabled if flag]
+    enabled = ((progress_bar, lambda: ProgressBar(refresh_rate=refresh_rate)),
+               (summary, lambda: ModelSummary(max_depth=summary_depth)), (checkpointing_enabled, ModelCheckpoint))
+    return [make() for flag, make in enabled if flag]
 
 
 def _seconds(max_time: Any) -> float | None:

@@ -11,7 +11,7 @@ from trellis.utils.rank_zero import rank_zero_info
 
 
 class ModelSummary(Callback):
-    """Layers down to `max_depth`, their types and parameter counts, totals and size in MB."""
+    """Layers down to `max_depth` (-1: all), their types and parameter counts, totals and size in MB."""
 
     def __init__(self, max_depth: int = 1) -> None:
         self.max_depth = max_depth
@@ -24,7 +24,8 @@ class ModelSummary(Callback):
 def summarize(module: torch.nn.Module, max_depth: int = 1) -> str:
     rows = [("", "Name", "Type", "Params")]
     for index, (name, child) in enumerate(
-        (name, child) for name, child in module.named_modules() if name and name.count(".") < max_depth
+        (name, child) for name, child in module.named_modules()
+        if name and (max_depth < 0 or name.count(".") < max_depth)
     ):
         rows.append((str(index), name, type(child).__name__, _human(sum(p.numel() for p in child.parameters()))))
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

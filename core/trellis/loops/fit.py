@@ -24,8 +24,8 @@ class FitLoop:
     """Epochs of training steps; its progress is part of every checkpoint.
 
     An epoch moves through phases so that a checkpoint taken anywhere resumes the remaining work exactly:
-    "running" (batches), "trained" (epoch-end hooks), "logged" (epoch metrics logged, epoch-end
-    validation), "validated" (epoch schedulers, then the next epoch).
+    "running" (batches), "validating" (epoch-end validation), "validated" (its metrics are logged),
+    "trained" (on_train_epoch_end hooks), "logged" (epoch metrics logged; schedulers, then the next epoch).
     """
 
     def __init__(self, trainer: Trainer) -> None:
@@ -204,21 +204,23 @@ class FitLoop:
         self._check_pending_loss()
         if stopped_early:
             return
-        self.phase = "trained"
-        hooks.call("on_train_epoch_end", trainer=trainer, pl_module=module)
+        self.phase = "validating"
         self._finish_epoch()
 
     def _finish_epoch(self) -> None:
-        """Epoch-end work after the epoch-end hooks, from whatever phase a resumed run is in."""
+        """Epoch-end work in Lightning's order, from whatever phase a resumed run is in."""
         trainer, metrics = self.trainer, self.trainer.metrics
+        if self.phase == "validating":
+            if trainer.validation_due_at_epoch_end(self.epoch):
+                self._validate(then_phase="validated")
+            self.phase = "validated"
+        if self.phase == "validated":
+            self.phase = "trained"
+            trainer.hooks.call("on_train_epoch_end", trainer=trainer, pl_module=trainer.module)
         if self.phase == "trained":
             logged = {**metrics.pop_step_metrics(), **metrics.reduce_epoch("train")}
             self.phase = "logged"
             trainer.log_to_loggers(logged)
-        if self.phase == "logged":
-            if trainer.validation_due_at_epoch_end(self.epoch):
-                self._validate(then_phase="validated")
-            self.phase = "validated"
         trainer.step_schedulers("epoch")
         self.epoch += 1
         self.batches_done = 0
@@ -245,6 +247,8 @@ class FitLoop:
                     continue
                 if accumulate > 1:
                     loss = loss / accumulate
+                if batch_index % accumulate == 0 or optimizer_index:  # the window's first micro-batch
+                    trainer.zero_grad(optimizer)
                 trainer.backward(loss, optimizer)
                 if self._watch_loss:
                     self._pending_loss = loss.detach()

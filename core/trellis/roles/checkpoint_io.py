@@ -16,6 +16,9 @@ class CheckpointIO:
     """
 
     name: ClassVar[str] = ""
+    #: True when every process saves and loads its own part (a collective call): strategies then call it on
+    #: every rank and hand it sharded state dicts; False when global rank zero writes the full state alone.
+    sharded: ClassVar[bool] = False
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
         raise NotImplementedError

@@ -181,8 +181,8 @@ class Strategy:
         optimizer.load_state_dict(state)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
-        """Write a checkpoint; only global rank zero writes a full-state checkpoint."""
-        if self.is_global_zero:
+        """Write a checkpoint: global rank zero writes a full-state one, every rank takes part in a sharded one."""
+        if self.is_global_zero or self.checkpoint_io.sharded:
             self.checkpoint_io.save_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: PathLike, weights_only: bool = True) -> dict[str, Any]:

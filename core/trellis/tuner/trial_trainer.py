@@ -10,7 +10,7 @@ from trellis.errors import ConfigurationError
 
 #: Trainer attributes a tuning run keeps (they change what one step computes).
 _KEPT_SETTINGS = ("accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "inference_mode",
-                  "default_root_dir")
+                  "detect_anomaly", "default_root_dir")
 
 
 def trial_trainer(trainer: Any, callbacks: Sequence[Any], **flags: Any) -> Any:

@@ -12,13 +12,15 @@ from trellis_ddp.strategy import DDPStrategy, StepRunner
 
 if TYPE_CHECKING:
     from trellis.optim import OptimizerSetup
+    from trellis.roles.checkpoint_io import PathLike
 
 
 class FSDPStrategy(DDPStrategy):
     """Shards each module of the `shard_modules` types, then the whole model, before optimizers are built.
 
     Every step method runs through the sharded root, so parameters are gathered for it and freed after.
-    Checkpoints hold full (unsharded) state dicts, gathered from every rank and written by rank 0.
+    Checkpoints hold full (unsharded) state dicts, gathered from every rank and written by rank 0; with
+    a sharded checkpoint IO (`plugins=[DCPCheckpointIO()]`) each rank writes and reads its own shards.
     """
 
     name = "fsdp"
@@ -37,12 +39,14 @@ class FSDPStrategy(DDPStrategy):
         self.activation_checkpointing = tuple(activation_checkpointing)
         self.cpu_offload = cpu_offload
         self.reshard_after_forward = reshard_after_forward
+        #: the optimizers built over the sharded parameters (templates for loading sharded checkpoints).
+        self.optimizers: list[torch.optim.Optimizer] = []
 
     def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
         if isinstance(self.model, StepRunner) and self.model.module is module:  # sharded by an earlier stage
-            return build_optimizers() if build_optimizers is not None else None
+            return self._build_optimizers(build_optimizers)
         module = self.precision.convert_module(module.to(self.root_device))
         if self.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
@@ -62,7 +66,14 @@ class FSDPStrategy(DDPStrategy):
                     fully_shard(submodule, **shard_options)
         self.module = module
         self.model = fully_shard(StepRunner(module), **shard_options)
-        return build_optimizers() if build_optimizers is not None else None
+        return self._build_optimizers(build_optimizers)
+
+    def _build_optimizers(self, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+        if build_optimizers is None:
+            return None
+        setup = build_optimizers()
+        self.optimizers = list(setup.optimizers)
+        return setup
 
     def run_step(self, method: str, *args: Any) -> Any:
         with self.precision.forward_context(self.accelerator.device_type):
@@ -71,31 +82,55 @@ class FSDPStrategy(DDPStrategy):
     def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         return _gradient_sync(self.model, not enabled)
 
-    # -- full state dicts, gathered on every rank ------------------------------------------------
-    def _full(self) -> Any:
+    # -- checkpoints: full state dicts gathered to rank 0, or sharded ones for a sharded checkpoint IO -----
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """Whether the checkpoint IO writes each rank's shards (DCP), so state dicts stay sharded."""
+        return bool(self.checkpoint_io is not None and self.checkpoint_io.sharded)
+
+    def _options(self, full: bool, strict: bool = True) -> Any:
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return StateDictOptions(full_state_dict=full, cpu_offload=full, strict=strict)
 
     def module_state_dict(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        return get_model_state_dict(self.module, options=self._full())
+        return get_model_state_dict(self.module, options=self._options(full=not self.sharded_checkpoints))
 
     def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        set_model_state_dict(self.module, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+        options = StateDictOptions(full_state_dict=not _holds_dtensors(state), strict=strict)
+        set_model_state_dict(self.module, state, options=options)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self.module, optimizer, options=self._full())
+        return get_optimizer_state_dict(self.module, optimizer, options=self._options(full=not self.sharded_checkpoints))
 
     def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(self.module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        options = StateDictOptions(full_state_dict=not _holds_dtensors(state.get("state", {})))
+        set_optimizer_state_dict(self.module, optimizer, state, options=options)
+
+    def load_checkpoint(self, path: PathLike, weights_only: bool = True) -> dict[str, Any]:
+        """A sharded checkpoint IO reads only this rank's shards, resharding one saved at another world size.
+
+        Optimizer states that do not exist yet (a fresh run resuming) load whole and are split by
+        `load_optimizer_state_dict`: creating them here would step the optimizer once.
+        """
+        if not self.sharded_checkpoints:
+            return super().load_checkpoint(path, weights_only=weights_only)
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        sharded = self._options(full=False)
+        template: dict[str, Any] = {"state_dict": get_model_state_dict(self.module, options=sharded)}
+        if self.optimizers and all(optimizer.state for optimizer in self.optimizers):
+            template["optimizer_states"] = [get_optimizer_state_dict(self.module, optimizer, options=sharded)
+                                            for optimizer in self.optimizers]
+        return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only, template=template)
 
     def teardown(self) -> None:
         """The module stays sharded (its parameters are DTensors) until the process ends."""
@@ -113,3 +148,15 @@ def _gradient_sync(model: torch.nn.Module, enabled: bool) -> Any:
         yield
     finally:
         model.set_requires_gradient_sync(True)
+
+
+def _holds_dtensors(state: dict[str, Any]) -> bool:
+    """Whether a state dict is sharded (DTensor values) rather than full."""
+    from torch.distributed.tensor import DTensor
+
+    def sharded(value: Any) -> bool:
+        if isinstance(value, dict):
+            return any(sharded(item) for item in value.values())
+        return isinstance(value, DTensor)
+
+    return any(sharded(value) for value in state.values())

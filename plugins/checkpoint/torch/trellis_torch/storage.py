@@ -69,9 +69,10 @@ class FsspecStorage:
         self.url, self.fs, self.path = url, filesystem, path
 
     def write(self, write: Writer) -> None:
-        parent = self.fs._parent(self.path)
-        self.fs.makedirs(parent, exist_ok=True)
-        temporary = f"{parent}/.{self.path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+        parent, _, name = self.path.rpartition("/")
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
         try:
             with self.fs.open(temporary, "wb") as file:
                 write(file)

@@ -1,0 +1,88 @@
+"""TorchCheckpointIO: single-file torch.save checkpoints, written atomically, loaded weights-only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import torch
+
+from trellis.errors import CheckpointError
+from trellis.roles import CheckpointIO
+from trellis.roles.checkpoint_io import PathLike
+from trellis_torch.background import BackgroundWriter
+from trellis_torch.snapshot import snapshot
+from trellis_torch.storage import storage_for
+
+#: types besides tensors and plain containers that Trellis checkpoints hold (hyperparameters).
+SAFE_TYPES: list[Any] = [argparse.Namespace]
+
+
+class TorchCheckpointIO(CheckpointIO):
+    """torch.save into a temporary file beside the target, then rename it over the target.
+
+    A reader sees the old file or the new one, never a partial one, even if the process dies mid-write.
+    Paths may be fsspec URLs (memory://, s3://, ...; see trellis_torch.storage for what each guarantees).
+
+    With `async_save=True`, save_checkpoint copies the state to CPU memory (so later optimizer steps
+    cannot change what is written) and returns; a background thread writes the copy. A save waits for
+    the previous one, teardown() waits for the last one, and a failed write is raised as CheckpointError
+    at the next save or at teardown.
+    """
+
+    name = "torch"
+
+    def __init__(self, async_save: bool = False) -> None:
+        self.async_save = async_save
+        self._writer = BackgroundWriter()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
+        path = os.fspath(path)
+        storage = storage_for(path)
+        if not self.async_save:
+            storage.write(lambda file: torch.save(checkpoint, file))
+            return
+        self._writer.wait()
+        copied = snapshot(checkpoint)
+        self._writer.submit(path, lambda: storage.write(lambda file: torch.save(copied, file)))
+
+    def load_checkpoint(self, path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+        path = os.fspath(path)
+        self._writer.wait_for(path)
+        source = storage_for(path).source()
+        try:
+            with torch.serialization.safe_globals(SAFE_TYPES):
+                return torch.load(source, map_location=map_location, weights_only=weights_only)
+        except pickle.UnpicklingError as error:
+            if weights_only and "weights_only" in str(error):
+                raise CheckpointError(
+                    f"{path!r} holds objects that could run code when loaded, so it was refused. If you trust the "
+                    f"file, load it with weights_only=False. Detail: {str(error).splitlines()[0]}"
+                ) from error
+            raise _corrupt(path, error) from error
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+            raise _corrupt(path, error) from error
+
+    def remove_checkpoint(self, path: PathLike) -> None:
+        path = os.fspath(path)
+        self._writer.wait_for(path)
+        storage_for(path).remove()
+
+    def exists(self, path: PathLike) -> bool:
+        path = os.fspath(path)
+        self._writer.wait_for(path)
+        return storage_for(path).exists()
+
+    def teardown(self) -> None:
+        """Wait for a pending asynchronous write; its failure is raised here."""
+        self._writer.close()
+
+
+def _corrupt(path: str, error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path!r} is corrupt or truncated and cannot be loaded ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}). Resume from an earlier checkpoint."
+    )
