@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from trellis.hookspecs import default_hook
+from trellis.utils.hparams import HyperparametersMixin
 
 
-class DataModule:
+class DataModule(HyperparametersMixin):
     """Override prepare_data, setup(stage) and the *_dataloader methods you need."""
 
     def __init__(self) -> None:

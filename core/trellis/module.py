@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import copy
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -13,7 +11,7 @@ import torch
 from trellis.errors import ConfigurationError
 from trellis.hookspecs import default_hook
 from trellis.optim import StrategyOptimizer
-from trellis.utils.hparams import AttributeDict, collect_init_arguments
+from trellis.utils.hparams import HyperparametersMixin
 
 if TYPE_CHECKING:
     from trellis.trainer import Trainer
@@ -125,14 +123,12 @@ class ModuleHooks:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
 
 
-class Module(ModuleHooks, torch.nn.Module):
+class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
     """Subclass it, define training_step and configure_optimizers, and hand it to a Trainer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
-        self._hparams = AttributeDict()
-        self._hparams_initial = AttributeDict()
         #: False to drive optimizers yourself in training_step (manual optimization).
         self.automatic_optimization: bool = True
 
@@ -243,36 +239,6 @@ class Module(ModuleHooks, torch.nn.Module):
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.all_gather(tensor) if self._trainer else tensor
-
-    # -- hyperparameters ----------------------------------------------------------------------
-    @property
-    def hparams(self) -> AttributeDict:
-        return self._hparams
-
-    @hparams.setter
-    def hparams(self, value: Mapping[str, Any] | argparse.Namespace) -> None:
-        """Classic form: `self.hparams = namespace_or_dict`."""
-        data = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
-        object.__setattr__(self, "_hparams", AttributeDict(data))
-        object.__setattr__(self, "_hparams_initial", AttributeDict(copy.deepcopy(data)))
-
-    @property
-    def hparams_initial(self) -> AttributeDict:
-        return self._hparams_initial
-
-    def save_hyperparameters(self, *names: str, ignore: Sequence[str] | str | None = None) -> None:
-        """Store the arguments of the calling __init__ in self.hparams (and so in checkpoints)."""
-        frame = inspect.currentframe().f_back
-        arguments = collect_init_arguments(frame, self)
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
-        if len(names) == 1 and isinstance(arguments.get(names[0]), (Mapping, argparse.Namespace)):
-            value = arguments[names[0]]
-            arguments = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
-        elif names:
-            arguments = {name: arguments[name] for name in names}
-        selected = {name: value for name, value in arguments.items() if name not in ignored}
-        self._hparams.update(selected)
-        self._hparams_initial.update(copy.deepcopy(selected))
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod

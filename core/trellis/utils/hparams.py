@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import copy
 import inspect
 import types
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -34,3 +37,40 @@ def collect_init_arguments(frame: types.FrameType, instance: object) -> dict[str
     for name in ("self", "__class__"):
         arguments.pop(name, None)
     return arguments
+
+
+class HyperparametersMixin:
+    """self.hparams, the classic `self.hparams = namespace` assignment, and save_hyperparameters()."""
+
+    @property
+    def hparams(self) -> AttributeDict:
+        return self._own("_hparams")
+
+    @hparams.setter
+    def hparams(self, value: Mapping[str, Any] | argparse.Namespace) -> None:
+        data = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
+        object.__setattr__(self, "_hparams", AttributeDict(data))
+        object.__setattr__(self, "_hparams_initial", AttributeDict(copy.deepcopy(data)))
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """The hyperparameters as saved, before any change during training (what checkpoints store)."""
+        return self._own("_hparams_initial")
+
+    def save_hyperparameters(self, *names: str, ignore: Sequence[str] | str | None = None) -> None:
+        """Store the arguments of the calling __init__ in self.hparams (and so in checkpoints and loggers)."""
+        arguments = collect_init_arguments(inspect.currentframe().f_back, self)
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(names) == 1 and isinstance(arguments.get(names[0]), (Mapping, argparse.Namespace)):
+            value = arguments[names[0]]
+            arguments = vars(value) if isinstance(value, argparse.Namespace) else dict(value)
+        elif names:
+            arguments = {name: arguments[name] for name in names}
+        selected = {name: value for name, value in arguments.items() if name not in ignored}
+        self.hparams.update(selected)
+        self.hparams_initial.update(copy.deepcopy(selected))
+
+    def _own(self, attribute: str) -> AttributeDict:
+        if attribute not in self.__dict__:
+            object.__setattr__(self, attribute, AttributeDict())
+        return self.__dict__[attribute]

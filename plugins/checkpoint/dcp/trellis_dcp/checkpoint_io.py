@@ -66,11 +66,11 @@ class DCPCheckpointIO(CheckpointIO):
         _write_rest({"rest": rest, "places": places}, os.path.join(staging, f"trellis.rank{rank}.pt"))
         writer = dcp.FileSystemWriter(staging)
         if not self.asynchronous:
-            dcp.save(tensors, storage_writer=writer)
+            dcp.save(tensors, storage_writer=writer, no_dist=not _distributed())
             if rank == 0:
                 _commit(staging, path)
             return
-        future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group())
+        future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group(), no_dist=not _distributed())
         self._pending = _PendingSave(future, staging, path if rank == 0 else None)
 
     def wait(self) -> None:
@@ -83,7 +83,7 @@ class DCPCheckpointIO(CheckpointIO):
         """A process group of its own for the background writer, so its collectives never meet training's."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not _distributed():
             return None
         if self._save_group is None:
             self._save_group = dist.new_group(backend="gloo")
@@ -128,7 +128,7 @@ class DCPCheckpointIO(CheckpointIO):
             if target is None or tuple(target.shape) != tuple(entry.size):
                 target = torch.empty(entry.size, dtype=entry.properties.dtype, device=_device(map_location))
             tensors[key] = target
-        dcp.load(tensors, storage_reader=reader)
+        dcp.load(tensors, storage_reader=reader, no_dist=not _distributed())
         return join_tensors(saved["rest"], tensors, saved["places"])
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -179,10 +179,16 @@ class _PendingSave:
             raise CheckpointError(f"the asynchronous save to {self.staging!r} failed: {self.error}") from self.error
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _rank() -> int:
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _distributed() else 0
 
 
 def _shared_token() -> str:
@@ -190,7 +196,7 @@ def _shared_token() -> str:
     import torch.distributed as dist
 
     holder = [uuid.uuid4().hex[:12]]
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.broadcast_object_list(holder, src=0)
     return holder[0]
 
