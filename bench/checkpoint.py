@@ -132,9 +132,11 @@ def main() -> None:
             baseline = baselines["load" if "load" in name else "save"]
             print(f"{name:<26}{value:>9.3f}{value / baseline:>8.2f}")
 
-        figures = {mode: blocked_per_save(args, mode == "async", os.path.join(directory, mode)) for mode in ("sync", "async")}
+        figures = {mode: blocked_per_save(args, mode == "async", os.path.join(directory, mode))
+                   for mode in ("sync", "async")}
     print(f"\nTrainer, {args.steps} steps, ModelCheckpoint(every_n_train_steps={args.every}, save_top_k=1):")
-    print(f"{'saving':<8}{'step ms':>9}{'blocked ms/save':>17}{'worst ms':>10}{'saves':>7}{'teardown ms':>13}{'fit s':>8}")
+    print(f"{'saving':<8}{'step ms':>9}{'blocked ms/save':>17}{'worst ms':>10}{'saves':>7}{'teardown ms':>13}"
+          f"{'fit s':>8}")
     for mode, figure in figures.items():
         print(f"{mode:<8}{figure['step'] * 1e3:>9.1f}{figure['blocked'] * 1e3:>17.1f}{figure['worst'] * 1e3:>10.1f}"
               f"{figure['saves']:>7}{figure['teardown'] * 1e3:>13.1f}{figure['fit']:>8.2f}")

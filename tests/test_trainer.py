@@ -12,7 +12,7 @@ import trellis
 from trellis.callbacks import EarlyStopping, ModelCheckpoint
 from trellis.errors import ConfigurationError, PluginNotFoundError, TrainingError
 
-from support import TinyRegressor, loader, quiet_trainer, regression_data
+from support import TinyRegressor, loader, quiet_trainer
 
 
 def test_max_steps_and_limit_batches():

@@ -17,7 +17,7 @@ from trellis.determinism import configure_determinism
 from trellis.profilers import resolve_profiler
 from trellis.callbacks.base import Callback
 from trellis.distributed_data import distribute
-from trellis.data import batch_limit, in_order, loader_length, request_loaders, require_batches
+from trellis.data import batch_limit, in_order, request_loaders, require_batches
 from trellis.errors import ConfigurationError
 from trellis.hook_manager import HookManager
 from trellis.loops.evaluation import run_evaluation, run_prediction
@@ -27,6 +27,7 @@ from trellis.preemption import Preempted, PreemptionHandler
 from trellis.optim import OptimizerSetup, SchedulerConfig, parse_optimizers
 from trellis.roles import Logger
 from trellis.selection import resolve_loggers, select
+from trellis.utils.durations import duration_seconds
 from trellis.utils.rank_zero import rank_zero_info
 from trellis.utils.rng import isolated_rng
 
@@ -104,7 +105,7 @@ class Trainer:
         self.max_steps = max_steps
         self.max_epochs = max_epochs if max_epochs is not None else (1000 if max_steps == -1 else -1)
         self.min_epochs, self.min_steps = min_epochs, min_steps
-        self.max_time = _seconds(max_time)
+        self.max_time = duration_seconds(max_time)
         self.limits = {
             "train": limit_train_batches,
             "validation": limit_val_batches,
@@ -604,20 +605,6 @@ def _default_callbacks(progress_bar: bool, summary: bool, checkpointing_enabled:
     enabled = ((progress_bar, lambda: ProgressBar(refresh_rate=refresh_rate)),
                (summary, lambda: ModelSummary(max_depth=summary_depth)), (checkpointing_enabled, ModelCheckpoint))
     return [make() for flag, make in enabled if flag]
-
-
-def _seconds(max_time: Any) -> float | None:
-    """max_time as seconds: a number, a timedelta, a dict of timedelta fields, or "DD:HH:MM:SS"."""
-    if max_time is None:
-        return None
-    if isinstance(max_time, datetime.timedelta):
-        return max_time.total_seconds()
-    if isinstance(max_time, dict):
-        return datetime.timedelta(**max_time).total_seconds()
-    if isinstance(max_time, str):
-        days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-        return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
-    return float(max_time)
 
 
 def _unknown_flag_message(unknown: dict[str, Any]) -> str:

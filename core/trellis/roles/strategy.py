@@ -29,6 +29,21 @@ class Launcher(Protocol):
     def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
 
+class StepRunner(torch.nn.Module):
+    """A wrapper whose forward calls a step method of the module (`runner("training_step", batch, i)`).
+
+    Distributed wrappers (DDP, DeepSpeed's engine) hook their synchronisation into forward; wrapping this
+    makes them see every step method as the forward pass.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, method: str, *args: Any) -> Any:
+        return getattr(self.module, method)(*args)
+
+
 class Strategy:
     """Placement, wrapping, backward, optimizer step, collectives and checkpoint writing."""
 

@@ -39,6 +39,17 @@ def collect_init_arguments(frame: types.FrameType, instance: object) -> dict[str
     return arguments
 
 
+def plain_value(value: Any) -> Any:
+    """A YAML/JSON-safe form of a hyperparameter value (unknown objects become their repr)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): plain_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(item) for item in value]
+    return repr(value)
+
+
 class HyperparametersMixin:
     """self.hparams, the classic `self.hparams = namespace` assignment, and save_hyperparameters()."""
 

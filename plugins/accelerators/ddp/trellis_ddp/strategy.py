@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import torch
 
 from trellis.errors import ConfigurationError
+from trellis.roles.strategy import StepRunner
 from trellis.roles import ClusterEnvironment, Launcher, Strategy
 from trellis_ddp.environment import LocalEnvironment
 
@@ -23,16 +24,6 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 REDUCE_OPS = ("mean", "sum", "max", "min")
 
-
-class StepRunner(torch.nn.Module):
-    """What DDP wraps: its forward calls a step method of the module, so DDP sees the step as its forward."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, method: str, *args: Any) -> Any:
-        return getattr(self.module, method)(*args)
 
 
 class DDPStrategy(Strategy):

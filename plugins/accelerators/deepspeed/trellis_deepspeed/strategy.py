@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from trellis.errors import CheckpointError, ConfigurationError
+from trellis.roles.strategy import StepRunner
 from trellis.roles import Strategy
 from trellis.utils.collections import apply_to_tensors
 from trellis_deepspeed import checkpoint as ds_checkpoint
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-class StepRunner(torch.nn.Module):
-    """What the engine wraps: its forward calls a step method, so every step passes through engine.forward."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, method: str, *args: Any) -> Any:
-        return getattr(self.module, method)(*args)
 
 
 class DeepSpeedStrategy(Strategy):

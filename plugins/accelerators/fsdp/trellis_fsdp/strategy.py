@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis_ddp.strategy import DDPStrategy, StepRunner
+from trellis.roles.strategy import StepRunner
+from trellis_ddp.strategy import DDPStrategy
 
 if TYPE_CHECKING:
     from trellis.optim import OptimizerSetup

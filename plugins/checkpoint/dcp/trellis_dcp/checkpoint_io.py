@@ -9,11 +9,14 @@ only once every process has finished writing it, so a kill mid-save leaves the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
 import threading
 import uuid
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -66,11 +69,13 @@ class DCPCheckpointIO(CheckpointIO):
         _write_rest({"rest": rest, "places": places}, os.path.join(staging, f"trellis.rank{rank}.pt"))
         writer = dcp.FileSystemWriter(staging)
         if not self.asynchronous:
-            dcp.save(tensors, storage_writer=writer, no_dist=not _distributed())
+            with _single_process_quiet():
+                dcp.save(tensors, storage_writer=writer, no_dist=not _distributed())
             if rank == 0:
                 _commit(staging, path)
             return
-        future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group(), no_dist=not _distributed())
+        with _single_process_quiet():
+            future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group(), no_dist=not _distributed())
         self._pending = _PendingSave(future, staging, path if rank == 0 else None)
 
     def wait(self) -> None:
@@ -128,7 +133,8 @@ class DCPCheckpointIO(CheckpointIO):
             if target is None or tuple(target.shape) != tuple(entry.size):
                 target = torch.empty(entry.size, dtype=entry.properties.dtype, device=_device(map_location))
             tensors[key] = target
-        dcp.load(tensors, storage_reader=reader, no_dist=not _distributed())
+        with _single_process_quiet():
+            dcp.load(tensors, storage_reader=reader, no_dist=not _distributed())
         return join_tensors(saved["rest"], tensors, saved["places"])
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -183,6 +189,15 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence DCP's warning that it runs in one process: without a process group that is the intent."""
+    with warnings.catch_warnings():
+        if not _distributed():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _rank() -> int:

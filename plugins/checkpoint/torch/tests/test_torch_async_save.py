@@ -83,7 +83,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "model.ckpt"
     io.save_checkpoint({"step": 1}, path)
     io.save_checkpoint({"step": 2, "unpicklable": lambda: None}, path)  # deep-copies, fails when pickled
-    with pytest.raises(CheckpointError, match=r"model.ckpt' failed \(\w+: Can't pickle .*previously at that path.* intact"):
+    refused = r"model.ckpt' failed \(\w+: Can't pickle .*previously at that path.* intact"
+    with pytest.raises(CheckpointError, match=refused):
         io.teardown()
     assert io.load_checkpoint(path) == {"step": 1}
     assert os.listdir(tmp_path) == ["model.ckpt"]

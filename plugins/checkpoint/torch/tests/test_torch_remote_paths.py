@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import uuid
+from typing import ClassVar
 
 import fsspec
 import pytest
@@ -33,7 +34,7 @@ def listing(url: str) -> list[str]:
 class PeekAtTarget:
     """Pickled in the middle of a write: records what a reader of the target path sees at that moment."""
 
-    seen: list = []
+    seen: ClassVar[list[int]] = []
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -17,7 +17,8 @@ import io
 import os
 import tempfile
 import uuid
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from trellis.errors import CheckpointError
 

@@ -10,12 +10,14 @@ from typing import Any
 import yaml
 
 from trellis.roles import Logger
+from trellis.utils.hparams import plain_value
+from trellis.utils.run_directory import VersionedRunDirectory
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
 
 
-class CSVLogger(Logger):
+class CSVLogger(VersionedRunDirectory, Logger):
     """Rows of (step, epoch, metrics...), flushed every `flush_logs_every_n_steps` rows.
 
     New metric names add columns (the file is rewritten with the wider header). The version directory
@@ -46,18 +48,6 @@ class CSVLogger(Logger):
         return cls(save_dir=root_dir)
 
     @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = _next_version(os.path.join(self.save_dir, self.run_name))
-        return self._version
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.save_dir, self.run_name, folder)
-
-    @property
     def metrics_path(self) -> str:
         return os.path.join(self.log_dir, METRICS_FILE)
 
@@ -68,7 +58,7 @@ class CSVLogger(Logger):
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         os.makedirs(self.log_dir, exist_ok=True)
         with open(os.path.join(self.log_dir, HPARAMS_FILE), "w") as file:
-            yaml.safe_dump({key: _plain(value) for key, value in params.items()}, file)
+            yaml.safe_dump({key: plain_value(value) for key, value in params.items()}, file)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row = {"step": step, **metrics}
@@ -140,21 +130,3 @@ def _ordered(columns: list[str]) -> list[str]:
     """step and epoch first, then metrics in order of appearance."""
     leading = [name for name in ("step", "epoch") if name in columns]
     return leading + [name for name in columns if name not in leading]
-
-
-def _next_version(root: str) -> int:
-    if not os.path.isdir(root):
-        return 0
-    numbers = [int(entry[8:]) for entry in os.listdir(root) if entry.startswith("version_") and entry[8:].isdigit()]
-    return max(numbers) + 1 if numbers else 0
-
-
-def _plain(value: Any) -> Any:
-    """A YAML-safe form of a hyperparameter value."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return repr(value)

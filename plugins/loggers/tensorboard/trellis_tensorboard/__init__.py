@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.roles import Logger
+from trellis.utils.run_directory import VersionedRunDirectory
 from trellis.utils.pending import Item, PendingItems
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ UNDELIVERED_FILE = "undelivered.jsonl"
 _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_ABORTED"}
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(VersionedRunDirectory, Logger):
     """Scalars at their global step, hparams with the run's metric names, and the SummaryWriter itself.
 
     The version directory travels in checkpoints. A resumed run reopens it with `purge_step` set to the
@@ -49,18 +50,6 @@ class TensorBoardLogger(Logger):
     @classmethod
     def from_trainer(cls, root_dir: str) -> TensorBoardLogger:
         return cls(save_dir=root_dir)
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = _next_version(os.path.join(self.save_dir, self.run_name))
-        return self._version
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.save_dir, self.run_name, folder)
 
     @property
     def experiment(self) -> SummaryWriter:
@@ -168,10 +157,3 @@ def _scalar(value: Any) -> bool | int | float | str:
     if isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def _next_version(root: str) -> int:
-    if not os.path.isdir(root):
-        return 0
-    numbers = [int(entry[8:]) for entry in os.listdir(root) if entry.startswith("version_") and entry[8:].isdigit()]
-    return max(numbers) + 1 if numbers else 0

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trellis.roles import Logger
+from trellis.utils.hparams import plain_value
 from trellis.utils.pending import Item, PendingItems
 
 #: Trellis run status -> the exit code wandb records for the run.
@@ -74,7 +75,7 @@ class WandbLogger(Logger):
         return self._run
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        self._pending.add({"config": _plain(dict(params))})
+        self._pending.add({"config": plain_value(dict(params))})
         self._pending.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -118,14 +119,3 @@ class WandbLogger(Logger):
                 artifact = wandb.Artifact(f"model-{run.id}", type="model")
                 artifact.add_file(item["artifact"])
                 run.log_artifact(artifact, aliases=["latest"])
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-safe form of a config value."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return repr(value)
