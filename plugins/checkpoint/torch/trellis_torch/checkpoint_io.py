@@ -81,6 +81,11 @@ class TorchCheckpointIO(CheckpointIO):
         self._writer.close()
 
 
+def async_torch_checkpoint_io() -> TorchCheckpointIO:
+    """The "torch_async" entry point: TorchCheckpointIO(async_save=True), reachable by name."""
+    return TorchCheckpointIO(async_save=True)
+
+
 def _corrupt(path: str, error: BaseException) -> CheckpointError:
     return CheckpointError(
         f"{path!r} is corrupt or truncated and cannot be loaded ({type(error).__name__}: "
