@@ -26,7 +26,7 @@ def build_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, 
         "trellis_version": __version__,
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "state_dict": strategy.module_state_dict(),
+        "state_dict": strategy.checkpoint_weights(weights_only),
         "hyper_parameters": dict(module.hparams_initial or module.hparams),
     }
     if weights_only:

@@ -186,6 +186,15 @@ class Strategy:
     def module_state_dict(self) -> dict[str, Any]:
         return self.module.state_dict()
 
+    def checkpoint_weights(self, weights_only: bool = False) -> dict[str, Any]:
+        """What a checkpoint stores under "state_dict": the module's weights.
+
+        A strategy whose save_checkpoint writes the weights itself (DeepSpeed's engine, shard by shard)
+        returns a placeholder here, so that saving never gathers full weights only to discard them.
+        `weights_only`: the checkpoint is to hold the weights alone.
+        """
+        return self.module_state_dict()
+
     def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         self.module.load_state_dict(state, strict=strict)
 

@@ -24,8 +24,9 @@ ENGINE_OWNED_KEYS = ("state_dict", "optimizer_states")
 CLIENT_KEY = "trellis"
 
 
-class WeightsLoadedByEngine(dict):
-    """Stands for "state_dict" in a checkpoint the engine already loaded the weights of."""
+class WeightsInEngineCheckpoint(dict):
+    """Stands for "state_dict" where the engine's checkpoint holds the weights: written by the engine on save
+    (so none are gathered for the Trainer's dictionary), already loaded by it on resume."""
 
 
 def is_deepspeed_checkpoint(path: PathLike) -> bool:

@@ -256,8 +256,15 @@ class DeepSpeedStrategy(Strategy):
         with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
             return {name: tensor.detach().clone() for name, tensor in self.module.state_dict().items()}
 
+    def checkpoint_weights(self, weights_only: bool = False) -> dict[str, Any]:
+        """A weights-only checkpoint gets the full weights (gathered under ZeRO-3); a training checkpoint gets a
+        placeholder, because the engine writes every rank's weight shards itself."""
+        if weights_only:
+            return self.module_state_dict()
+        return ds_checkpoint.WeightsInEngineCheckpoint()
+
     def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        if isinstance(state, ds_checkpoint.WeightsLoadedByEngine):
+        if isinstance(state, ds_checkpoint.WeightsInEngineCheckpoint):
             return
         if self.zero_stage == 3:
             raise CheckpointError(
@@ -267,7 +274,14 @@ class DeepSpeedStrategy(Strategy):
         self.module.load_state_dict(state, strict=strict)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
-        """Every rank writes its shards into a directory at `path`, which replaces any earlier one whole."""
+        """Every rank writes its shards into a directory at `path`, which replaces any earlier one whole.
+
+        A weights-only checkpoint (real weights, no optimizer states) is one file that global rank zero writes
+        through the checkpoint IO, loadable without DeepSpeed.
+        """
+        if not isinstance(checkpoint["state_dict"], ds_checkpoint.WeightsInEngineCheckpoint):
+            super().save_checkpoint(checkpoint, path)
+            return
         if self.engine is None:
             raise CheckpointError("DeepSpeed saves checkpoints through its engine: save during or after fit")
         path = os.fspath(path)
@@ -299,11 +313,13 @@ class DeepSpeedStrategy(Strategy):
         if load_path is None:
             raise CheckpointError(f"DeepSpeed found no checkpoint to load in {os.fspath(path)!r}")
         state = ds_checkpoint.trainer_state(loaded, path)
-        state["state_dict"] = ds_checkpoint.WeightsLoadedByEngine()
+        state["state_dict"] = ds_checkpoint.WeightsInEngineCheckpoint()
         return state
 
     def remove_checkpoint(self, path: PathLike) -> None:
-        if self.is_global_zero and os.path.isdir(path):
+        if not os.path.isdir(path):
+            super().remove_checkpoint(path)  # a weights-only file
+        elif self.is_global_zero:
             shutil.rmtree(path)
 
 

@@ -40,8 +40,7 @@ class CSVLogger(VersionedRunDirectory, Logger):
         self.flush_every = max(1, flush_logs_every_n_steps)
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []
-        self._last_step = -1
-        self._resume_step: int | None = None
+        self._rows_written = 0
 
     @classmethod
     def from_trainer(cls, root_dir: str) -> CSVLogger:
@@ -63,7 +62,6 @@ class CSVLogger(VersionedRunDirectory, Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row = {"step": step, **metrics}
         self._rows.append(row)
-        self._last_step = max(self._last_step, step)
         if len(self._rows) >= self.flush_every:
             self.save()
 
@@ -79,8 +77,10 @@ class CSVLogger(VersionedRunDirectory, Logger):
             previous = existing if existing is not None else self._read()[1]
             self._columns = _ordered(self._columns + list(dict.fromkeys(new_columns)))
             self._write(previous + self._rows, mode="w")
+            self._rows_written = len(previous)
         else:
             self._write(self._rows, mode="a")
+        self._rows_written += len(self._rows)
         self._rows.clear()
 
     def finalize(self, status: str) -> None:
@@ -88,20 +88,18 @@ class CSVLogger(VersionedRunDirectory, Logger):
 
     def state_dict(self) -> dict[str, Any]:
         self.save()  # everything up to the checkpoint is on disk before the checkpoint exists
-        return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name, "last_step": self._last_step}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Remember the checkpoint's step: rows logged at it after the save (that step's metrics) are kept."""
-        self._resume_step = checkpoint.get("global_step")
+        return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name, "rows": self._rows_written}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the checkpoint's run: rows written after the checkpoint are dropped (the resumed run
+        writes them again), so no row is duplicated or missing."""
         if state.get("save_dir") != self.save_dir or state.get("name") != self.run_name:
             return
         self._version = state["version"]
-        self._last_step = self._resume_step if self._resume_step is not None else state["last_step"]
+        self._rows_written = state["rows"]
         if os.path.exists(self.metrics_path):
             self._columns, rows = self._read()
-            self._write([row for row in rows if int(float(row["step"])) <= self._last_step], mode="w")
+            self._write(rows[: self._rows_written], mode="w")
 
     def _read(self) -> tuple[list[str], list[dict[str, Any]]]:
         """The file's columns and its rows (without empty cells)."""

@@ -42,7 +42,7 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
         self.max_queue = max_queue
         self._writer: SummaryWriter | None = None
         self._purge_step: int | None = None
-        self._resume_step: int | None = None
+        self._last_step = -1
         self._hparams: dict[str, Any] | None = None
         self._metric_names: dict[str, None] = {}
         self._pending = PendingItems(f"TensorBoard ({self.save_dir})", self._write, chunk_size=1)
@@ -69,6 +69,7 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
         self._pending.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._last_step = max(self._last_step, step)
         for metric_name in metrics:
             self._metric_names.setdefault(metric_name)
         self._pending.add({"step": step, "metrics": dict(metrics)})
@@ -90,11 +91,7 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
 
     def state_dict(self) -> dict[str, Any]:
         self.save()
-        return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Remember the checkpoint's step: events after it are purged when the run resumes."""
-        self._resume_step = checkpoint.get("global_step")
+        return {"version": self.version, "save_dir": self.save_dir, "name": self.run_name, "last_step": self._last_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("save_dir") != self.save_dir or state.get("name") != self.run_name:
@@ -103,8 +100,8 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
             self._writer.close()
             self._writer = None
         self._version = state["version"]
-        if self._resume_step is not None:
-            self._purge_step = self._resume_step + 1
+        self._last_step = state.get("last_step", -1)
+        self._purge_step = self._last_step + 1  # events written after the checkpoint are written again
 
     def _write(self, items: list[Item]) -> None:
         writer = self.experiment
