@@ -6,9 +6,11 @@ loop's blocked time per save with asynchronous saving against synchronous saving
 Part 1: one state (an MLP's weights plus its Adam state), saved and loaded once by each variant after one
 warm-up round; the bare torch.save has no fsync, so a torch.save + fsync row shows what durability costs.
 Part 2: trellis.Trainer trains the same MLP with ModelCheckpoint(every_n_train_steps=...) and
-TorchCheckpointIO(async_save=False/True); a save's blocked time is the wall time of the step that saved
-minus the median step without a save (build_checkpoint, the snapshot, and any wait for the previous write),
-and the final wait is what teardown spent finishing the last write. One run, no repetitions.
+TorchCheckpointIO(async_save=False/True); a save's blocked time is how long the loop waits between the end
+of the saving step's batch and the next batch, minus that wait on steps without a save (build_checkpoint,
+the snapshot and any wait for the previous write; with async saving the background writer also competes
+for the CPU cores with training, which shows in fit time, not here). The final wait is what teardown spent
+finishing the last write. One run, no repetitions.
 """
 
 from __future__ import annotations
@@ -77,16 +79,24 @@ def save_and_load(state: dict, directory: str) -> list[tuple[str, float]]:
 
 
 class StepClock:
-    """Times of each training batch's start; a step's wall time runs to the next start (end hooks included)."""
+    """When each training batch's end hooks start and when the loop moves on (the next batch or the end).
+
+    Registered before ModelCheckpoint (which runs last), so the gap between the two is the checkpoint's.
+    """
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.resumes: list[float] = []
 
     def on_train_batch_start(self) -> None:
-        self.starts.append(time.perf_counter())
+        if self.ends:
+            self.resumes.append(time.perf_counter())
+
+    def on_train_batch_end(self) -> None:
+        self.ends.append(time.perf_counter())
 
     def on_train_end(self) -> None:
-        self.starts.append(time.perf_counter())
+        self.resumes.append(time.perf_counter())
 
 
 def blocked_per_save(args: argparse.Namespace, async_save: bool, directory: str) -> dict[str, float]:
@@ -102,12 +112,12 @@ def blocked_per_save(args: argparse.Namespace, async_save: bool, directory: str)
     started = time.perf_counter()
     trainer.fit(MLP(args.width, args.layers), DataLoader(data, batch_size=32))
     total = time.perf_counter() - started
-    durations = [end - start for start, end in zip(clock.starts, clock.starts[1:])]
+    gaps = [resume - end for end, resume in zip(clock.ends, clock.resumes)]
     saving = {step for step in range(steps) if (step + 1) % args.every == 0}
-    plain = statistics.median(d for step, d in enumerate(durations) if step not in saving and step > 0)
-    blocked = [durations[step] - plain for step in sorted(saving)]
-    return {"step": plain, "blocked": statistics.mean(blocked), "worst": max(blocked), "saves": len(blocked),
-            "fit": total, "teardown": total - (clock.starts[-1] - started)}
+    plain = statistics.median(gap for step, gap in enumerate(gaps) if step not in saving)
+    blocked = [gaps[step] - plain for step in sorted(saving)]
+    return {"blocked": statistics.mean(blocked), "worst": max(blocked), "saves": len(blocked), "fit": total,
+            "teardown": total - (clock.resumes[-1] - started)}
 
 
 def main() -> None:
@@ -135,11 +145,10 @@ def main() -> None:
         figures = {mode: blocked_per_save(args, mode == "async", os.path.join(directory, mode))
                    for mode in ("sync", "async")}
     print(f"\nTrainer, {args.steps} steps, ModelCheckpoint(every_n_train_steps={args.every}, save_top_k=1):")
-    print(f"{'saving':<8}{'step ms':>9}{'blocked ms/save':>17}{'worst ms':>10}{'saves':>7}{'teardown ms':>13}"
-          f"{'fit s':>8}")
+    print(f"{'saving':<8}{'blocked ms/save':>17}{'worst ms':>10}{'saves':>7}{'final wait ms':>15}{'fit s':>8}")
     for mode, figure in figures.items():
-        print(f"{mode:<8}{figure['step'] * 1e3:>9.1f}{figure['blocked'] * 1e3:>17.1f}{figure['worst'] * 1e3:>10.1f}"
-              f"{figure['saves']:>7}{figure['teardown'] * 1e3:>13.1f}{figure['fit']:>8.2f}")
+        print(f"{mode:<8}{figure['blocked'] * 1e3:>17.1f}{figure['worst'] * 1e3:>10.1f}{figure['saves']:>7}"
+              f"{figure['teardown'] * 1e3:>15.1f}{figure['fit']:>8.2f}")
     ratio = figures["async"]["blocked"] / figures["sync"]["blocked"]
     print(f"async blocks the loop {ratio:.2f}x as long per save as sync")
 

@@ -419,8 +419,7 @@ class Trainer:
             callback = self.checkpoint_callback
             path = getattr(callback, f"{ckpt_path}_model_path", "") if callback is not None else ""
             if ckpt_path == "last":
-                candidates = [p for p in (path, self.preemption_checkpoint_path) if p and os.path.exists(p)]
-                path = max(candidates, key=os.path.getmtime) if candidates else ""
+                path = self._newest_existing([path, self.preemption_checkpoint_path])
             if not path:
                 raise ConfigurationError(
                     f"ckpt_path={ckpt_path!r} but no {ckpt_path} checkpoint was saved by a ModelCheckpoint in this "
@@ -428,6 +427,14 @@ class Trainer:
                 )
             return path
         return os.fspath(ckpt_path)
+
+    def _newest_existing(self, paths: list[str]) -> str:
+        """The newest of the paths that exist (through the checkpoint IO, so remote URLs count)."""
+        existing = [path for path in paths if path and self.strategy.checkpoint_io.exists(path)]
+        local = [path for path in existing if os.path.exists(path)]
+        if len(local) == len(existing) > 1:
+            return max(local, key=os.path.getmtime)
+        return existing[0] if existing else ""
 
     def _connect_fit_data(self, loaders: dict[str, Any]) -> None:
         train = request_loaders("train_dataloader", loaders["train"], self.module, self.datamodule)

@@ -218,10 +218,12 @@ class Strategy:
 
     def teardown(self) -> None:
         """Finish pending writes, leave the process group, release devices."""
-        if self.checkpoint_io is not None:
-            self.checkpoint_io.teardown()
-        if self.accelerator is not None:
-            self.accelerator.teardown()
+        try:
+            if self.checkpoint_io is not None:
+                self.checkpoint_io.teardown()
+        finally:
+            if self.accelerator is not None:
+                self.accelerator.teardown()
 
 
 class SingleDeviceStrategy(Strategy):

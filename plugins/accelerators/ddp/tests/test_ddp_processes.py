@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,30 +15,8 @@ import torch
 
 SCRIPTS = Path(__file__).parent / "scripts"
 TRAIN = SCRIPTS / "ddp_regression.py"
-#: variables of an outer launcher that must not leak into the runs started here.
-LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
-                      "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TRELLIS_DDP_LAUNCHED", "TRELLIS_DDP_PARENT_PID")
-
-
-def run(command: list[str], timeout: float = 90, **variables: str) -> subprocess.CompletedProcess:
-    """Run a command in its own process group; whatever it leaves behind is killed."""
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in LAUNCHER_VARIABLES and not key.startswith("SLURM_")}
-    environment.update(variables)
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        _kill_group(process.pid)
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def _kill_group(group: int) -> None:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+sys.path.insert(0, str(SCRIPTS))
+from launching import LAUNCHER_VARIABLES, kill_group, run  # noqa: E402
 
 
 def group_is_empty(group: int) -> bool:
@@ -116,7 +93,7 @@ def test_a_failing_rank_stops_every_rank_promptly_with_its_traceback(tmp_path: P
         time.sleep(0.5)
         survivors = not group_is_empty(process.pid)
     finally:
-        _kill_group(process.pid)
+        kill_group(process.pid)
     assert process.returncode != 0
     assert f"ValueError: deliberate failure on rank {failing_rank}" in stderr
     assert "Traceback" in stderr
@@ -181,7 +158,7 @@ def test_two_nodes_started_by_torchrun_attach_and_match_handwritten_ddp(
         outputs = [node.communicate(timeout=120) for node in nodes]
     finally:
         for node in nodes:
-            _kill_group(node.pid)
+            kill_group(node.pid)
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     assert [report["rank"] for report in reports(out)] == [0, 1]
     assert same_weights(out, handwritten_weights)

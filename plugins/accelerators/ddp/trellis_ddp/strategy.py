@@ -23,6 +23,8 @@ T = TypeVar("T")
 #: torch's own default collective timeout.
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 REDUCE_OPS = ("mean", "sum", "max", "min")
+#: device types torch.nn.SyncBatchNorm synchronises on while training (besides the private-use backend).
+SYNC_BATCHNORM_DEVICE_TYPES = ("cuda", "hpu", "xpu")
 
 
 
@@ -147,6 +149,8 @@ class DDPStrategy(Strategy):
         module = self.precision.convert_module(module.to(self.root_device))
         if self.sync_batchnorm:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            if build_optimizers is not None:
+                _check_sync_batchnorm_trains_on(module, self.root_device)
         self.module = module
         self.model = self.wrap_module(module) if build_optimizers is not None else module
         return build_optimizers() if build_optimizers is not None else None
@@ -228,6 +232,18 @@ class DDPNotebookStrategy(DDPStrategy):
 
     name = "ddp_notebook"
     start_method = "fork"
+
+
+def _check_sync_batchnorm_trains_on(module: torch.nn.Module, device: torch.device) -> None:
+    """torch's SyncBatchNorm refuses to train on some devices (the CPU among them): say so before the first step."""
+    supported = (*SYNC_BATCHNORM_DEVICE_TYPES, torch._C._get_privateuse1_backend_name())
+    if device.type in supported or not any(isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules()):
+        return
+    raise ConfigurationError(
+        f"sync_batchnorm=True, but torch's SyncBatchNorm trains only on {', '.join(supported)} devices and this run "
+        f"is on {device.type!r}: drop sync_batchnorm (each process then keeps its own batch statistics), or train on "
+        "one of those devices"
+    )
 
 
 def _init_process_group(backend: str, rank: int, world_size: int, timeout: datetime.timedelta) -> None:

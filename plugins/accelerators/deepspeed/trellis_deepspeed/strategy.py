@@ -146,6 +146,8 @@ class DeepSpeedStrategy(Strategy):
         config = ds_config.complete_config(
             self.config, self._trainer_settings(module), with_optimizer=training, micro_batch_size=None
         )
+        if optimizer is not None:
+            _check_offloaded_optimizer(optimizer, config)
         self._clip_value = config.get("gradient_clipping")
         self.engine = _initialize(StepRunner(module), optimizer, config, training)
         self.model = self.engine
@@ -273,6 +275,11 @@ class DeepSpeedStrategy(Strategy):
             )
         self.module.load_state_dict(state, strict=strict)
 
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Nothing: the engine writes every rank's optimizer shards itself (ZeRO's partitioned optimizer,
+        offloaded ones included, cannot give a torch state dict)."""
+        return {}
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
         """Every rank writes its shards into a directory at `path`, which replaces any earlier one whole.
 
@@ -332,6 +339,24 @@ def _initialize(runner: StepRunner, optimizer: torch.optim.Optimizer | None, con
         model=runner, optimizer=optimizer, model_parameters=parameters, config=config, dist_init_required=False
     )
     return engine
+
+
+def _check_offloaded_optimizer(optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> None:
+    """ZeRO-Offload steps on the CPU with DeepSpeed's own CPU optimizers; a torch one only where the config allows."""
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+    from deepspeed.ops.lion import DeepSpeedCPULion
+
+    offload = config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    if (offload.get("device", "none") == "none" or isinstance(optimizer, (DeepSpeedCPUAdam, DeepSpeedCPULion))
+            or not config.get("zero_force_ds_cpu_optimizer", True)):
+        return
+    name = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+    raise ConfigurationError(
+        f"optimizer offload steps the optimizer on the CPU with DeepSpeed's CPU optimizer, but configure_optimizers "
+        f"returned {name}: return deepspeed.ops.adam.DeepSpeedCPUAdam (a C++ op compiled on first use, which needs "
+        "a C++ compiler), or add an 'optimizer' section to the DeepSpeed config, or set "
+        f"\"zero_force_ds_cpu_optimizer\": false in the config to step the {name} on the CPU (slower)"
+    )
 
 
 def _single_optimizer(setup: OptimizerSetup) -> torch.optim.Optimizer | None:

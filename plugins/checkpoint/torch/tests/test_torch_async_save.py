@@ -128,3 +128,10 @@ def test_the_snapshot_keeps_a_state_dicts_type_and_metadata():
     copied = snapshot(state)
     assert type(copied) is type(state) and copied._metadata == state._metadata
     assert list(copied) == list(state)
+
+
+def test_the_torch_async_entry_point_names_the_asynchronous_writer():
+    from trellis import discovery
+
+    assert discovery.load("checkpoint_io", "torch_async")().async_save is True
+    assert discovery.load("checkpoint_io", "torch")().async_save is False

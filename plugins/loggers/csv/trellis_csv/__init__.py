@@ -11,6 +11,7 @@ import yaml
 
 from trellis.roles import Logger
 from trellis.utils.hparams import plain_value
+from trellis.utils.rank_zero import global_rank
 from trellis.utils.run_directory import VersionedRunDirectory
 
 METRICS_FILE = "metrics.csv"
@@ -97,7 +98,7 @@ class CSVLogger(VersionedRunDirectory, Logger):
             return
         self._version = state["version"]
         self._rows_written = state["rows"]
-        if os.path.exists(self.metrics_path):
+        if global_rank() == 0 and os.path.exists(self.metrics_path):  # other ranks must not race to rewrite it
             self._columns, rows = self._read()
             self._write(rows[: self._rows_written], mode="w")
 

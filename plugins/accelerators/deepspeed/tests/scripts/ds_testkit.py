@@ -30,6 +30,7 @@ class Regressor(trellis.Module):
     """Two linear layers; with `lazy=True` they are created in configure_model (ZeRO-3 sharded init)."""
 
     def __init__(self, lr: float = 0.05, lazy: bool = False, optimizer: str = "sgd") -> None:
+        """`optimizer`: "sgd", "adam", "cpu_adam" (DeepSpeedCPUAdam) or "none" (the DeepSpeed config's)."""
         super().__init__()
         self.save_hyperparameters()
         self.net: torch.nn.Module | None = None
@@ -57,6 +58,12 @@ class Regressor(trellis.Module):
     def configure_optimizers(self) -> Any:
         if self.hparams.optimizer == "none":
             return None
+        if self.hparams.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.hparams.optimizer == "cpu_adam":  # what ZeRO-Offload steps on the CPU (a C++ op, built on first use)
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            return DeepSpeedCPUAdam(self.parameters(), lr=self.hparams.lr)
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
