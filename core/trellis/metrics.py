@@ -144,19 +144,20 @@ class MetricStore:
         self.step_values = dict(state.get("step_values", {}))
         self.logger_keys, self.prog_bar_keys = set(state["logger_keys"]), set(state["prog_bar_keys"])
 
-    def pop_step_metrics(self) -> dict[str, float]:
-        """Step values destined for loggers, as floats; forgets them."""
-        metrics = {name: float(value) for name, value in self.step_values.items() if name in self.logger_keys}
+    def pop_step_metrics(self, as_floats: bool = True) -> dict[str, float]:
+        """Step values destined for loggers, as floats (nothing when not asked for); forgets them."""
+        metrics = {name: float(value) for name, value in self.step_values.items()
+                   if as_floats and name in self.logger_keys}
         self.step_values.clear()
         return metrics
 
-    def reduce_epoch(self, stage: str) -> dict[str, float]:
-        """Finish a loop's epoch aggregates into callback_metrics; the logger's share, as floats."""
+    def reduce_epoch(self, stage: str, as_floats: bool = True) -> dict[str, float]:
+        """Finish a loop's epoch aggregates into callback_metrics; the logger's share as floats when asked."""
         logged = {}
         for name, aggregate in self._epoch.pop(stage, {}).items():
             value = aggregate.result(self._reduce)
             self._finished[name] = value
-            if name in self.logger_keys:
+            if as_floats and name in self.logger_keys:
                 logged[name] = float(value)
         return logged
 

@@ -200,13 +200,10 @@ class FitLoop:
             self.batches_done = batch_index + 1
             self.validation_pending = bool(validate_every) and self.batches_done % validate_every == 0 \
                 and self.batches_done < limit
-            log_now = trainer.loggers and self.global_step % trainer.log_every_n_steps == 0
-            if log_now:  # before the batch-end callbacks: a checkpoint they write already holds this step's row
-                trainer.log_to_loggers(metrics.pop_step_metrics())
             if on_batch_end is not None:
                 on_batch_end(trainer=trainer, pl_module=module, outputs=outputs, batch=batch, batch_idx=batch_index)
-                if log_now:  # what the batch-end hooks logged
-                    trainer.log_to_loggers(metrics.pop_step_metrics())
+            if trainer.loggers and self.global_step % trainer.log_every_n_steps == 0:
+                trainer.log_to_loggers(metrics.pop_step_metrics())
                 self.logged_step = self.global_step
             step_boundary()
             if self.validation_pending:
@@ -235,7 +232,8 @@ class FitLoop:
             self.phase = "trained"
             trainer.hooks.call("on_train_epoch_end", trainer=trainer, pl_module=trainer.module)
         if self.phase == "trained":
-            logged = {**metrics.pop_step_metrics(), **metrics.reduce_epoch("train")}
+            to_loggers = bool(trainer.loggers)  # without loggers nothing is read back from the device
+            logged = {**metrics.pop_step_metrics(as_floats=to_loggers), **metrics.reduce_epoch("train", to_loggers)}
             self.phase = "logged"
             trainer.log_to_loggers(logged)
         trainer.step_schedulers("epoch")

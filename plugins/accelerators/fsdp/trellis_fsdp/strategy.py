@@ -108,7 +108,8 @@ class FSDPStrategy(DDPStrategy):
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self.module, optimizer, options=self._options(full=not self.sharded_checkpoints))
+        options = self._options(full=not self.sharded_checkpoints)
+        return get_optimizer_state_dict(self.module, optimizer, options=options)
 
     def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

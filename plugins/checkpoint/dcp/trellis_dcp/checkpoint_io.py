@@ -75,7 +75,8 @@ class DCPCheckpointIO(CheckpointIO):
                 _commit(staging, path)
             return
         with _single_process_quiet():
-            future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group(), no_dist=not _distributed())
+            future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group(),
+                                    no_dist=not _distributed())
         self._pending = _PendingSave(future, staging, path if rank == 0 else None)
 
     def wait(self) -> None:
@@ -170,7 +171,7 @@ class _PendingSave:
             future.result()
             if self.commit_to is not None:
                 _commit(self.staging, self.commit_to)
-        except BaseException as error:  # handed to the training thread by wait()
+        except BaseException as error:  # noqa: BLE001 - handed to the training thread by wait()
             self.error = error
         finally:
             self.done.set()

@@ -7,6 +7,8 @@ kill the whole process group there. The last argument names the checkpoint IO pl
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,6 +72,8 @@ def main(root: Path, kind: str) -> None:
     torch.use_deterministic_algorithms(True)
     trellis.seed_everything(0)
     last = root / "checkpoints" / "last.ckpt"
+    if not last.exists() and os.environ.get("RANK", "0") == "0":  # killed before any checkpoint: start afresh
+        shutil.rmtree(root / "trellis_logs", ignore_errors=True)
     trainer = trellis.Trainer(
         accelerator="cpu", strategy="ddp", devices=2, plugins=checkpoint_plugins(kind),
         max_epochs=3, val_check_interval=0.5, log_every_n_steps=1, enable_progress_bar=False,
