@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -17,7 +18,9 @@ class Logger:
 
     @classmethod
     def from_trainer(cls, root_dir: str) -> Logger:
-        """Build the logger chosen by name, given the Trainer's default_root_dir."""
+        """Build the logger chosen by name: loggers that take a `save_dir` get the Trainer's default_root_dir."""
+        if "save_dir" in inspect.signature(cls).parameters:
+            return cls(save_dir=root_dir)
         return cls()
 
     @property

@@ -43,10 +43,6 @@ class CSVLogger(VersionedRunDirectory, Logger):
         self._columns: list[str] = []
         self._rows_written = 0
 
-    @classmethod
-    def from_trainer(cls, root_dir: str) -> CSVLogger:
-        return cls(save_dir=root_dir)
-
     @property
     def metrics_path(self) -> str:
         return os.path.join(self.log_dir, METRICS_FILE)

@@ -66,10 +66,6 @@ class MLflowLogger(Logger):
         self._stop = threading.Event()
         self._sender: threading.Thread | None = None
 
-    @classmethod
-    def from_trainer(cls, root_dir: str) -> MLflowLogger:
-        return cls(save_dir=root_dir)
-
     @property
     def experiment(self) -> MlflowClient:
         """The MlflowClient of this logger (use it with `logger.run_id`)."""

@@ -47,10 +47,6 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
         self._metric_names: dict[str, None] = {}
         self._pending = PendingItems(f"TensorBoard ({self.save_dir})", self._write, chunk_size=1)
 
-    @classmethod
-    def from_trainer(cls, root_dir: str) -> TensorBoardLogger:
-        return cls(save_dir=root_dir)
-
     @property
     def experiment(self) -> SummaryWriter:
         """The SummaryWriter of this run (add_image, add_histogram, add_graph, ...)."""
