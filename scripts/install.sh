@@ -19,5 +19,12 @@ else
   extras="[examples]"
 fi
 editable=()
-for plugin in "${plugins[@]}"; do editable+=(-e "$plugin"); done
+for plugin in "${plugins[@]}"; do
+  # with --all, plugins that declare a test extra (servers their tests start) get it
+  if [ "${1:-}" = "--all" ] && grep -q '^test = ' "$plugin/pyproject.toml"; then
+    editable+=(-e "$plugin[test]")
+  else
+    editable+=(-e "$plugin")
+  fi
+done
 pip install -q --no-build-isolation -e ".$extras" "${editable[@]}"

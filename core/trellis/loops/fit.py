@@ -37,8 +37,6 @@ class FitLoop:
         self.global_step = 0
         #: a mid-epoch validation was due at this batch boundary and has not logged yet.
         self.validation_pending = False
-        #: the global step whose step metrics were last sent to the loggers.
-        self.logged_step = -1
         #: RNG state (and explicit generators') just before this epoch's loader iterator was made.
         self.epoch_start_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
@@ -59,7 +57,6 @@ class FitLoop:
             "phase": self.phase,
             "global_step": self.global_step,
             "validation_pending": self.validation_pending,
-            "logged_step": self.logged_step,
             "epoch_start_rng": self.epoch_start_rng,
         }
 
@@ -68,7 +65,6 @@ class FitLoop:
         self.epoch, self.batches_done, self.phase = state["epoch"], state["batches_done"], state["phase"]
         self.global_step, self.validation_pending = state["global_step"], state["validation_pending"]
         self.epoch_start_rng = state["epoch_start_rng"]
-        self.logged_step = state.get("logged_step", self.global_step)
         if rng_states is None:
             return
         if self.phase == "running" and self.batches_done and self.epoch_start_rng is not None:
@@ -102,7 +98,6 @@ class FitLoop:
         if trainer.val_loaders and trainer.num_sanity_val_steps != 0 and not self.global_step:
             self._sanity_check()
         trainer.hooks.call("on_train_start", trainer=trainer, pl_module=module)
-        self._log_step_metrics_of_checkpoint()
         if self.phase != "running":  # resumed inside an epoch's end
             self._finish_epoch()
         while not self.done():
@@ -111,14 +106,6 @@ class FitLoop:
                 trainer.should_stop = False
         self._check_pending_loss()
         trainer.hooks.call("on_train_end", trainer=trainer, pl_module=module)
-
-    def _log_step_metrics_of_checkpoint(self) -> None:
-        """A checkpoint taken in on_train_batch_end precedes the logging of that step: log it now."""
-        trainer = self.trainer
-        due = self.global_step % trainer.log_every_n_steps == 0 and self.logged_step < self.global_step
-        if due and self.phase == "running" and self.batches_done and trainer.metrics.step_values and trainer.loggers:
-            trainer.log_to_loggers(trainer.metrics.pop_step_metrics())
-            self.logged_step = self.global_step
 
     def _sanity_check(self) -> None:
         """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
@@ -200,11 +187,13 @@ class FitLoop:
             self.batches_done = batch_index + 1
             self.validation_pending = bool(validate_every) and self.batches_done % validate_every == 0 \
                 and self.batches_done < limit
+            log_now = trainer.loggers and self.global_step % trainer.log_every_n_steps == 0
+            if log_now:  # before the batch-end callbacks: a checkpoint they write already holds this step's row
+                trainer.log_to_loggers(metrics.pop_step_metrics())
             if on_batch_end is not None:
                 on_batch_end(trainer=trainer, pl_module=module, outputs=outputs, batch=batch, batch_idx=batch_index)
-            if trainer.loggers and self.global_step % trainer.log_every_n_steps == 0:
-                trainer.log_to_loggers(metrics.pop_step_metrics())
-                self.logged_step = self.global_step
+                if log_now:  # what the batch-end hooks logged
+                    trainer.log_to_loggers(metrics.pop_step_metrics())
             step_boundary()
             if self.validation_pending:
                 self._validate()
