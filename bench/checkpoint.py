@@ -52,11 +52,15 @@ def training_state(width: int, layers: int) -> dict:
     return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()], "global_step": 1}
 
 
-def seconds(action: Callable[[], object]) -> float:
-    action()  # warm-up: page cache, allocator, first-call costs
-    started = time.perf_counter()
+def seconds(action: Callable[[], object], runs: int = 5) -> float:
+    """Median time of `runs` calls after a warm-up (page cache, allocator, first-call costs)."""
     action()
-    return time.perf_counter() - started
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def torch_save_fsync(state: dict, path: str) -> None:

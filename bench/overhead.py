@@ -2,8 +2,8 @@
 
 Tiny MLP, batch 32, one thread, in-memory batches; the variants' trials are interleaved in one process.
 Each trial runs N and 2N steps: the difference over N is the steady per-step time (fixed start-up cost
-cancels out), reported with its median over trials and compared with the plain loop's. Also: import
-time of trellis on top of torch, in fresh interpreters.
+cancels out), reported with its median over trials and compared with the plain loop's. Also: the time
+`import trellis` takes on top of an imported torch, in fresh interpreters.
 
     python bench/overhead.py [--steps 2000] [--trials 7]
 """
@@ -148,12 +148,13 @@ def _timed(run: Callable[[Batches], None], batches: Batches) -> float:
         return time.perf_counter() - start
 
 
-def import_seconds(statement: str, runs: int) -> float:
+def import_seconds(module: str, runs: int) -> float:
+    """Median time of `import module` in fresh interpreters where torch is already imported."""
     times = []
     for _ in range(runs):
-        output = subprocess.run([sys.executable, "-c", f"import time; s = time.perf_counter(); {statement}; "
-                                 "print(time.perf_counter() - s)"], capture_output=True, text=True, check=True)
-        times.append(float(output.stdout.strip()))
+        code = f"import time, torch; start = time.perf_counter(); import {module}; print(time.perf_counter() - start)"
+        output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        times.append(float(output.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 
 
@@ -173,17 +174,13 @@ def main() -> None:
         print(f"{name:34} {seconds * 1e6:9.1f} {(seconds - plain) * 1e6:12.1f} {seconds / plain:7.3f} "
               f"{fixed[name] * 1e3:12.1f}")
 
-    torch_only = import_seconds("import torch", arguments.import_runs)
-    with_trellis = import_seconds("import torch; import trellis", arguments.import_runs)
-    print(f"\nimport (median of {arguments.import_runs} fresh interpreters)")
-    print(f"import torch           {torch_only:.3f} s")
-    print(f"import torch, trellis  {with_trellis:.3f} s  (trellis adds {with_trellis - torch_only:.3f} s)")
+    print(f"\nimport on top of an imported torch (median of {arguments.import_runs} fresh interpreters)")
+    print(f"import trellis    {import_seconds('trellis', arguments.import_runs):.3f} s")
     try:
         import lightning  # noqa: F401
     except ImportError:
         return
-    with_lightning = import_seconds("import torch; import lightning", arguments.import_runs)
-    print(f"import torch, lightning {with_lightning:.3f} s  (lightning adds {with_lightning - torch_only:.3f} s)")
+    print(f"import lightning  {import_seconds('lightning', arguments.import_runs):.3f} s")
 
 
 if __name__ == "__main__":
