@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 import trellis
@@ -94,6 +95,19 @@ def test_fit_by_name_sends_params_every_metric_and_checkpoints(tracking, tmp_pat
     assert len(history(client, logger.run_id, "loss_step")) == 16
     artifacts = [artifact.path for artifact in client.list_artifacts(logger.run_id, "checkpoints")]
     assert artifacts == ["checkpoints/" + os.path.basename(trainer.checkpoint_callback.best_model_path)]
+
+
+@pytest.mark.slow
+def test_log_model_uploads_the_trained_weights(tracking, tmp_path, kit):
+    logger = MLflowLogger(log_model=True, save_dir=tmp_path)
+    trainer = kit.quiet_trainer(logger=logger, max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
+    module = kit.TinyRegression()
+    trainer.fit(module, kit.random_loader(batches=4))
+    client = MlflowClient(tracking.uri)
+    assert [artifact.path for artifact in client.list_artifacts(logger.run_id, "model")] == ["model/model.pt"]
+    downloaded = client.download_artifacts(logger.run_id, "model/model.pt", str(tmp_path / "download"))
+    weights = torch.load(downloaded, weights_only=True)
+    assert all(torch.equal(weights[name], value) for name, value in module.state_dict().items())
 
 
 @pytest.mark.slow

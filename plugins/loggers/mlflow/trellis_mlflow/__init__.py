@@ -1,4 +1,4 @@
-"""MLflow logger: params, batched metrics and checkpoint artifacts, sent from a background thread."""
+"""MLflow logger: params, batched metrics, checkpoint (and model) artifacts, sent from a background thread."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from trellis.roles import Logger
 from trellis.utils.pending import Item, PendingItems
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 #: Trellis run status -> MLflow run status.
 RUN_STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 CHECKPOINT_ARTIFACT_PATH = "checkpoints"
+MODEL_ARTIFACT_PATH = "model"
 _METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 _PARAMS_PER_BATCH = 100
 _PARAM_VALUE_LIMIT = 6000
@@ -43,6 +46,7 @@ class MLflowLogger(Logger):
         run_id: str | None = None,
         artifact_location: str | None = None,
         log_checkpoints: bool = True,
+        log_model: bool = False,
         save_dir: str | os.PathLike = ".",
         flush_interval: float = 1.0,
         finalize_timeout: float = 30.0,
@@ -53,6 +57,7 @@ class MLflowLogger(Logger):
         self.tags = {str(key): str(value) for key, value in (tags or {}).items()}
         self.artifact_location = artifact_location
         self.log_checkpoints = log_checkpoints
+        self.log_model = log_model
         self.save_dir = os.fspath(save_dir)
         self.flush_interval = flush_interval
         self.finalize_timeout = finalize_timeout
@@ -100,7 +105,16 @@ class MLflowLogger(Logger):
 
     def log_checkpoint(self, path: str) -> None:
         if self.log_checkpoints:
-            self._enqueue({"artifact": os.path.abspath(path)})
+            self._enqueue({"artifact": os.path.abspath(path), "artifact_path": CHECKPOINT_ARTIFACT_PATH})
+
+    def on_fit_end(self, trainer: Any, pl_module: torch.nn.Module) -> None:
+        """With log_model=True: the trained weights as the run's `model/model.pt` artifact (rank zero)."""
+        if self.log_model and trainer.is_global_zero:
+            directory = os.path.join(self.save_dir, f"mlflow_model_{self._run_id or 'run'}")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, "model.pt")
+            torch.save(trainer.strategy.module_state_dict(), path)
+            self._enqueue({"artifact": path, "artifact_path": MODEL_ARTIFACT_PATH})
 
     def save(self) -> None:
         """Ask the sender to deliver now; never waits for the server."""
@@ -171,7 +185,7 @@ class MLflowLogger(Logger):
             client.log_batch(run_id, metrics=metrics[start:start + _METRICS_PER_BATCH])
         for item in items:
             if "artifact" in item and os.path.exists(item["artifact"]):  # a checkpoint since removed is skipped
-                client.log_artifact(run_id, item["artifact"], CHECKPOINT_ARTIFACT_PATH)
+                client.log_artifact(run_id, item["artifact"], item["artifact_path"])
 
     def _create_run(self) -> str:
         client = self.experiment
