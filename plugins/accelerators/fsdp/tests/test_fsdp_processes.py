@@ -54,3 +54,34 @@ def test_fsdp_trains_like_handwritten_ddp_and_checkpoints_full_weights(tmp_path:
     network.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()})
     assert torch.equal(network[0].weight, sharded_result["0.weight"])
     assert checkpoint["global_step"] == 16
+
+
+def test_layers_made_in_configure_model_are_never_whole_and_train(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "meta"
+    trained = run([sys.executable, str(SCRIPTS / "fsdp_meta_init.py"), str(out)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"meta.rank{rank}.json").read_text()) for rank in (0, 1)]
+    for report in reports:
+        assert report["created_on_meta"]
+        assert report["local_head_elements"] == report["head_elements"] // 2  # each rank holds half
+        assert report["head_finite"] and report["last_loss"] < report["first_loss"] / 2
+        assert report["stem_kept_through_materialisation"]  # __init__'s layers keep their values
+
+
+def test_a_configure_model_layer_without_reset_parameters_is_refused_with_the_fix() -> None:
+    import pytest
+
+    from trellis.errors import ConfigurationError
+    from trellis_fsdp.strategy import _created_on_meta
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.factor = torch.nn.Parameter(torch.ones(4))
+
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), Scale())
+    with pytest.raises(ConfigurationError, match=r"define Scale.reset_parameters\(\)"):
+        _created_on_meta(model)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from trellis.errors import ConfigurationError
 from trellis.roles.strategy import StepRunner
 from trellis_ddp.strategy import DDPStrategy
 
@@ -48,7 +49,8 @@ class FSDPStrategy(DDPStrategy):
 
         if isinstance(self.model, StepRunner) and self.model.module is module:  # sharded by an earlier stage
             return self._build_optimizers(build_optimizers)
-        module = self.precision.convert_module(module.to(self.root_device))
+        meta_names, meta_modules = _created_on_meta(module)
+        module = self.precision.convert_module(module if meta_names else module.to(self.root_device))
         if self.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
@@ -67,7 +69,14 @@ class FSDPStrategy(DDPStrategy):
                     fully_shard(submodule, **shard_options)
         self.module = module
         self.model = fully_shard(StepRunner(module), **shard_options)
+        if meta_names:
+            _materialize(module, meta_names, meta_modules, self.root_device)
         return self._build_optimizers(build_optimizers)
+
+    def model_init_context(self) -> contextlib.AbstractContextManager:
+        """Layers created in configure_model start on the meta device: no rank ever holds them whole; after
+        sharding, each rank initialises only its shards with the layers' reset_parameters()."""
+        return torch.device("meta")
 
     def _build_optimizers(self, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
         if build_optimizers is None:
@@ -162,3 +171,35 @@ def _holds_dtensors(state: dict[str, Any]) -> bool:
         return isinstance(value, DTensor)
 
     return any(sharded(value) for value in state.values())
+
+
+def _created_on_meta(module: torch.nn.Module) -> tuple[set[str], list[torch.nn.Module]]:
+    """Names of the meta tensors (made in configure_model) and the modules that own them directly."""
+    names = {name for name, tensor in _named_tensors(module) if tensor.is_meta}
+    owners = [child for child in module.modules()
+              if any(tensor.is_meta for tensor in (*child.parameters(recurse=False), *child.buffers(recurse=False)))]
+    for owner in owners:
+        if not callable(getattr(owner, "reset_parameters", None)):
+            raise ConfigurationError(
+                f"{type(owner).__name__} was created in configure_model, where strategy='fsdp' builds layers on the "
+                "meta device and initialises each rank's shards with reset_parameters(); it has none: define "
+                f"{type(owner).__name__}.reset_parameters(), or create the layer in __init__"
+            )
+    return names, owners
+
+
+def _materialize(module: torch.nn.Module, meta_names: set[str], owners: list[torch.nn.Module],
+                 device: torch.device) -> None:
+    """Give the sharded meta tensors storage: keep every other tensor's values, initialise the new shards."""
+    kept = {name: tensor.detach().clone() for name, tensor in _named_tensors(module) if name not in meta_names}
+    module.to_empty(device=device)
+    with torch.no_grad():
+        for name, tensor in _named_tensors(module):
+            if name in kept:
+                tensor.copy_(kept[name])
+        for owner in owners:
+            owner.reset_parameters()
+
+
+def _named_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*module.named_parameters(), *module.named_buffers()]
