@@ -19,7 +19,7 @@ from trellis_ddp.strategy import DDPStrategy
 SCRIPTS = Path(__file__).parent / "scripts"
 OPTIONS = SCRIPTS / "ddp_options.py"
 sys.path.insert(0, str(SCRIPTS))
-from launching import LAUNCHER_VARIABLES, run  # noqa: E402
+from trellis.testing.processes import LAUNCHER_VARIABLES, run
 
 STEPS = 16  # 64 samples / (2 ranks x batches of 4) x 2 epochs
 

@@ -16,7 +16,7 @@ import torch
 SCRIPTS = Path(__file__).parent / "scripts"
 TRAIN = SCRIPTS / "ddp_regression.py"
 sys.path.insert(0, str(SCRIPTS))
-from launching import LAUNCHER_VARIABLES, kill_group, run  # noqa: E402
+from trellis.testing.processes import LAUNCHER_VARIABLES, free_port, kill_group, run
 
 
 def group_is_empty(group: int) -> bool:
@@ -34,11 +34,6 @@ def train(out: Path, *options: str, timeout: float = 90) -> subprocess.Completed
 def reports(out: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(out.parent.glob(f"{out.name}.rank*.json"))]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def same_weights(first: Path, second: Path) -> bool:

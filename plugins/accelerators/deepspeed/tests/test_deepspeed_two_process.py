@@ -6,11 +6,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from trellis.testing.processes import free_port
 
 pytest.importorskip("deepspeed", reason="trellis-deepspeed's training tests need deepspeed installed")
 
@@ -18,11 +19,6 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "ds_two_process.py")
 #: gloo sums the same two fp32 gradients in a fixed order on both sides; allow for a different reduction order.
 DDP_TOLERANCE = 1e-6
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

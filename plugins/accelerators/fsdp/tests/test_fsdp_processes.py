@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from trellis.testing.processes import free_port, run
+
 SCRIPTS = Path(__file__).parent / "scripts"
 HANDWRITTEN = Path(__file__).parents[2] / "ddp" / "tests" / "scripts" / "handwritten_ddp.py"
-LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
-                      "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TRELLIS_DDP_LAUNCHED", "TRELLIS_DDP_PARENT_PID")
 
 
-def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run in a process group of its own, killed afterwards whatever happened."""
-    environment = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_fsdp_trains_like_handwritten_ddp_and_checkpoints_full_weights(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import pickle
 import random
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,11 @@ import pytest
 import torch
 
 from trellis.errors import CheckpointError
+from trellis.testing.processes import run
 from trellis_dcp import DCPCheckpointIO
 
 SCRIPTS = Path(__file__).parent / "scripts"
 DDP_TESTS = Path(__file__).parents[3] / "accelerators" / "ddp" / "tests"
-LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
-                      "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TRELLIS_DDP_LAUNCHED", "TRELLIS_DDP_PARENT_PID")
 
 
 def checkpoint() -> dict:
@@ -126,25 +124,15 @@ def test_metadata_that_would_run_code_is_refused_unless_trusted(tmp_path: Path) 
 
 
 # -- two gloo processes ----------------------------------------------------------------------------
-def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run in a process group of its own, killed afterwards whatever happened."""
-    environment = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=30)
-    assert process.returncode == 0, stderr[-4000:]
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+def run_ok(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run in a process group of its own (killed afterwards) and require success."""
+    result = run(command, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
 
 
 def job(*arguments: str) -> None:
-    run([sys.executable, str(SCRIPTS / "dcp_job.py"), *arguments])
+    run_ok([sys.executable, str(SCRIPTS / "dcp_job.py"), *arguments])
 
 
 def assert_same_training_state(expected: dict, actual: dict) -> None:

@@ -1,9 +1,11 @@
-"""Running a test's command in a process group of its own, free of any outer launcher's variables."""
+"""Test helpers for multi-process plugins: a command in a process group of its own (free of any outer
+launcher's variables, always killed afterwards) and a free loopback port."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 
 #: variables of an outer launcher that must not leak into the runs started here.
@@ -30,3 +32,10 @@ def kill_group(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
