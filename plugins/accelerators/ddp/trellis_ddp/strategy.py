@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime
 import os
@@ -13,6 +12,7 @@ import torch
 
 from trellis.errors import ConfigurationError
 from trellis.roles.strategy import StepRunner
+from trellis.utils.process_group import leave_process_group_at_exit
 from trellis.roles import ClusterEnvironment, Launcher, Strategy
 from trellis_ddp.environment import LocalEnvironment
 
@@ -260,11 +260,4 @@ def _init_process_group(backend: str, rank: int, world_size: int, timeout: datet
                 port_in_use_message(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
             ) from error
         raise
-    atexit.register(_leave_process_group)
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave_process_group_at_exit()

@@ -6,6 +6,8 @@ import os
 import socket
 
 from trellis.errors import ConfigurationError
+from trellis.utils.process_group import leave_process_group_at_exit
+
 
 def launched_world_size() -> int | None:
     """WORLD_SIZE set by the launcher (torchrun, SLURM wrappers), None when nobody launched us."""
@@ -55,6 +57,7 @@ def join(backend: str | None) -> None:
             "that speaks gloo, nccl or another torch.distributed backend"
         )
     deepspeed.init_distributed(dist_backend=backend, dist_init_required=not torch.distributed.is_initialized())
+    leave_process_group_at_exit()
 
 
 def _free_port() -> int:
