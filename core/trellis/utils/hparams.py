@@ -50,6 +50,17 @@ def plain_value(value: Any) -> Any:
     return repr(value)
 
 
+def flatten_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameter dicts as "outer/inner" keys (for backends with flat parameter names)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_hparams(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class HyperparametersMixin:
     """self.hparams, the classic `self.hparams = namespace` assignment, and save_hyperparameters()."""
 

@@ -21,10 +21,11 @@ from concurrent.futures import Future
 from typing import Any
 
 import torch
-
 from trellis.errors import CheckpointError
 from trellis.roles import CheckpointIO
 from trellis.roles.checkpoint_io import PathLike
+from trellis.utils.files import fsync_directory
+
 from trellis_dcp.layout import join_tensors, split_tensors, tensors_by_key
 
 #: types besides tensors and plain containers that the per-process state holds (hyperparameters).
@@ -252,11 +253,11 @@ def _read_rest(directory: str, rank: int, weights_only: bool) -> dict[str, Any]:
 def _commit(staging: str, path: str) -> None:
     """Point `path` at the finished `staging` directory in one rename, then drop what it replaced."""
     directory, name = os.path.split(path)
-    _fsync(staging)
+    fsync_directory(staging)
     link = f"{staging}.link"
     os.symlink(os.path.basename(staging), link)
     os.replace(link, path)
-    _fsync(directory)
+    fsync_directory(directory)
     keep = os.path.basename(staging)
     stale = re.compile(rf"\.{re.escape(name)}\.dcp-[0-9a-f]{{12}}(\.link)?")
     for entry in os.listdir(directory):
@@ -266,11 +267,3 @@ def _commit(staging: str, path: str) -> None:
                 os.unlink(leftover)
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _fsync(directory: str) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from trellis.errors import CheckpointError
+from trellis.utils.files import fsync_directory
 
 #: writes a checkpoint into an open binary file (torch.save)
 Writer = Callable[[IO[bytes]], None]
@@ -47,7 +48,7 @@ class LocalStorage:
             if os.path.exists(temporary):
                 os.unlink(temporary)
             raise
-        _fsync_directory(directory)
+        fsync_directory(directory)
 
     def source(self) -> str:
         """What torch.load reads: the path itself (no copy into memory)."""
@@ -119,12 +120,3 @@ def storage_for(path: str) -> LocalStorage | FsspecStorage:
     if isinstance(filesystem, LocalFileSystem):
         return LocalStorage(inner)
     return FsspecStorage(path, filesystem, inner)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

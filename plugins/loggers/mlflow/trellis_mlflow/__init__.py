@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-
 from trellis.roles import Logger
+from trellis.utils.hparams import flatten_hparams
 from trellis.utils.pending import Item, PendingItems
 from trellis.utils.rank_zero import rank_zero_warn
 
@@ -96,7 +96,7 @@ class MLflowLogger(Logger):
         return self.run_id
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        flat = _flatten(params)
+        flat = flatten_hparams(params)
         self._enqueue({"params": {_key(name): str(value)[:_PARAM_VALUE_LIMIT] for name, value in flat.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -200,13 +200,3 @@ class MLflowLogger(Logger):
 def _key(name: str) -> str:
     """MLflow keys take letters, digits and _-./ and spaces; anything else becomes "_"."""
     return _INVALID_KEY_CHARACTERS.sub("_", str(name))
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

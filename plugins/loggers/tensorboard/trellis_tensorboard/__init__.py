@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trellis.roles import Logger
-from trellis.utils.run_directory import VersionedRunDirectory
+from trellis.utils.hparams import flatten_hparams
 from trellis.utils.pending import Item, PendingItems
+from trellis.utils.run_directory import VersionedRunDirectory
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -60,7 +61,7 @@ class TensorBoardLogger(VersionedRunDirectory, Logger):
         return self._writer
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        self._hparams = {str(key): _scalar(value) for key, value in _flatten(params).items()}
+        self._hparams = {str(key): _scalar(value) for key, value in flatten_hparams(params).items()}
         self._pending.add({"hparams": "start"})
         self._pending.flush()
 
@@ -133,16 +134,6 @@ def _session_end(status: str) -> Any:
     )
     return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=metadata)])
 
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as "outer/inner" keys, the way the HParams dashboard shows them."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _scalar(value: Any) -> bool | int | float | str:
