@@ -41,7 +41,8 @@ class FitLoop:
         self.epoch_start_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
         self._pending_loss: torch.Tensor | None = None
-        self._pending_where = ""
+        #: (epoch, batch, global step) of the pending loss, formatted only if it is not finite.
+        self._pending_where: tuple[int, int, int] = (0, 0, 0)
         self._watch_loss = True
         self._started_at = 0.0
 
@@ -256,7 +257,7 @@ class FitLoop:
                 trainer.backward(loss, optimizer)
                 if self._watch_loss:
                     self._pending_loss = loss.detach()
-                self._pending_where = f"epoch {self.epoch}, batch {batch_index}, global step {self.global_step}"
+                self._pending_where = (self.epoch, batch_index, self.global_step)
             if steps_now:
                 trainer.optimizer_step(optimizer, optimizer_index)
                 stepped = True
@@ -286,8 +287,9 @@ class FitLoop:
             return
         value = loss.item() if loss.numel() == 1 else float(loss.sum())
         if not math.isfinite(value):
+            epoch, batch, step = self._pending_where
             raise TrainingError(
-                f"the training loss became {value} at {self._pending_where}. Lower the learning rate, clip "
+                f"the training loss became {value} at epoch {epoch}, batch {batch}, global step {step}. Lower the learning rate, clip "
                 "gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the inputs for NaN/inf. "
                 "Checkpoints saved before this step are untouched."
             )
