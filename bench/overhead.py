@@ -113,11 +113,8 @@ def lightning_run(extras: bool, root: str) -> Callable[[Batches], None] | None:
     return run
 
 
-def measure(steps: int, trials: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median steady seconds per step, and median fixed seconds per run, of each variant."""
-    torch.set_num_threads(1)
-    batches = make_batches(2 * steps)
-    root = tempfile.mkdtemp(prefix="trellis-bench-")
+def bench_variants(root: str) -> dict[str, Callable[[Batches], None]]:
+    """The plain loop, Trellis with extras off and with its defaults, and Lightning likewise when installed."""
     variants: dict[str, Callable[[Batches], None]] = {
         "plain loop": plain_loop,
         "trellis, extras off": trellis_run(False, root),
@@ -127,6 +124,14 @@ def measure(steps: int, trials: int) -> tuple[dict[str, float], dict[str, float]
         run = lightning_run(extras, root)
         if run is not None:
             variants[label] = run
+    return variants
+
+
+def measure(steps: int, trials: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median steady seconds per step, and median fixed seconds per run, of each variant."""
+    torch.set_num_threads(1)
+    batches = make_batches(2 * steps)
+    variants = bench_variants(tempfile.mkdtemp(prefix="trellis-bench-"))
     per_step: dict[str, list[float]] = {name: [] for name in variants}
     fixed: dict[str, list[float]] = {name: [] for name in variants}
     for run in variants.values():  # warm-up
@@ -148,6 +153,33 @@ def _timed(run: Callable[[Batches], None], batches: Batches) -> float:
         return time.perf_counter() - start
 
 
+def count_calls(run: Callable[[Batches], None], batches: Batches) -> int:
+    """Python function calls ('call' and 'c_call' profile events) made while `run` trains on `batches`."""
+    count = 0
+
+    def profile(frame: object, event: str, argument: object) -> None:
+        nonlocal count
+        if event == "call" or event == "c_call":
+            count += 1
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        sys.setprofile(profile)
+        try:
+            run(batches)
+        finally:
+            sys.setprofile(None)
+    return count
+
+
+def calls_per_step(variants: dict[str, Callable[[Batches], None]], steps: int) -> dict[str, float]:
+    """Exact calls per steady step of each variant: the slope between runs of `steps` and 2 * `steps` steps."""
+    batches = make_batches(2 * steps)
+    for run in variants.values():  # warm-up: first-time imports and caches are not per-step work
+        count_calls(run, batches[:steps])
+    return {name: (count_calls(run, batches) - count_calls(run, batches[:steps])) / steps
+            for name, run in variants.items()}
+
+
 def import_seconds(module: str, runs: int) -> float:
     """Median time of `import module` in fresh interpreters where torch is already imported."""
     times = []
@@ -163,6 +195,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS_DEFAULT)
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument("--call-steps", type=int, default=200)
     arguments = parser.parse_args()
 
     per_step, fixed = measure(arguments.steps, arguments.trials)
@@ -173,6 +206,12 @@ def main() -> None:
     for name, seconds in per_step.items():
         print(f"{name:34} {seconds * 1e6:9.1f} {(seconds - plain) * 1e6:12.1f} {seconds / plain:7.3f} "
               f"{fixed[name] * 1e3:12.1f}")
+
+    calls = calls_per_step(bench_variants(tempfile.mkdtemp(prefix="trellis-bench-")), arguments.call_steps)
+    print(f"\nPython calls per step ('call' + 'c_call' profile events, slope of {arguments.call_steps} vs "
+          f"{2 * arguments.call_steps} steps; exact)")
+    for name, count in calls.items():
+        print(f"{name:34} {count:9.1f} {count - calls['plain loop']:+12.1f}")
 
     print(f"\nimport on top of an imported torch (median of {arguments.import_runs} fresh interpreters)")
     print(f"import trellis    {import_seconds('trellis', arguments.import_runs):.3f} s")

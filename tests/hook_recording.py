@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import trellis
-from trellis.hookspecs import HOOK_NAMES
 from support import TinyRegressor
+from trellis.hookspecs import HOOK_NAMES
 
 CALLBACK_ONLY = {"on_init_start", "on_init_end", "on_exception", "on_sanity_check_start", "on_sanity_check_end"}
 

@@ -157,7 +157,7 @@ def test_argparse_helpers_add_every_flag_and_build_a_trainer(tmp_path):
     assert arguments.logger is False and arguments.gradient_clip_val is None
     trainer = from_argparse_args(arguments, default_root_dir=tmp_path)
     assert trainer.max_epochs == 3 and trainer.max_time == 60.0 and trainer.loggers == []
-    assert trainer.limits["train"] == 0.5 and trainer.default_root_dir == str(tmp_path)
+    assert trainer.limit_train_batches == 0.5 and trainer.default_root_dir == str(tmp_path)
     defaults = vars(add_argparse_args(argparse.ArgumentParser()).parse_args([]))
     assert defaults["max_steps"] == -1 and defaults["accelerator"] == "auto" and "callbacks" not in defaults
 

@@ -91,9 +91,9 @@ def test_unknown_name_lists_installed_names_and_the_distribution_to_install():
 
 
 def test_disabling_autoload_hides_plugins_but_objects_still_work():
-    code = """
+    code = f"""
         import sys
-        sys.path.insert(0, {tests!r})
+        sys.path.insert(0, {_tests_dir()!r})
         from support import TinyRegressor, loader, quiet_trainer
         import trellis, trellis.discovery as d
         from trellis_cpu import CPUAccelerator
@@ -107,7 +107,7 @@ def test_disabling_autoload_hides_plugins_but_objects_still_work():
         trainer = quiet_trainer(plugins=[CPUAccelerator(), Float32(), TorchCheckpointIO()], max_steps=2)
         trainer.fit(TinyRegressor(), loader())
         print("steps", trainer.global_step)
-    """.format(tests=_tests_dir())
+    """
     result = run_python(code, env={"TRELLIS_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert result.returncode == 0, result.stderr
     assert "names []" in result.stdout

@@ -9,10 +9,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import trellis
+from support import TinyRegressor, loader, quiet_trainer
 from trellis.callbacks import EarlyStopping, ModelCheckpoint
 from trellis.errors import ConfigurationError, PluginNotFoundError, TrainingError
-
-from support import TinyRegressor, loader, quiet_trainer
 
 
 def test_max_steps_and_limit_batches():

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import trellis
-from trellis.callbacks import ModelSummary, ProgressBar
-
 from support import TinyRegressor, loader, quiet_trainer
+from trellis.callbacks import ModelSummary, ProgressBar
 
 
 def test_classic_flags_work_with_a_warning_naming_the_modern_spelling(tmp_path):

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from trellis import discovery
-from trellis.errors import PluginLoadError
 from trellis.config_cli import CONFIG_COMMANDS, add_config_commands
+from trellis.errors import PluginLoadError
 from trellis.scaffold import add_new_plugin_parser
 
 

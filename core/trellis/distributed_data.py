@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
 from trellis.data import rebuild_dataloader

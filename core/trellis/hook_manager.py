@@ -1,16 +1,17 @@
-"""One pluggy PluginManager per Trainer: registration, validation and cheap dispatch."""
+"""One pluggy PluginManager per run: registration, validation, and the bound callers the loops use."""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pluggy
 
 from trellis.errors import HookValidationError
-from trellis.hookspecs import HOOK_NAMES, LifecycleHooks
+from trellis.hookspecs import HOOK_NAMES, HookName, LifecycleHooks
 
 _IMPL_OPTS = {
     "wrapper": False,
@@ -105,3 +106,27 @@ def _argument_error(plugin: Any, error: pluggy.PluginValidationError) -> HookVal
             )
     return HookValidationError(str(error))
 
+
+
+HookCall = Callable[..., list[Any]]
+
+
+class BoundHooks:
+    """Hook calls as the loops make them: trainer and module are bound once, and a hook nobody implements
+    is None (`get`) or skipped (`fire`), so it costs nothing on the per-step path."""
+
+    def __init__(self, manager: HookManager, trainer: object, module: object) -> None:
+        self.manager = manager
+        self._callers: dict[str, HookCall] = {
+            name: functools.partial(caller, trainer=trainer, pl_module=module)
+            for name, caller in manager.callers.items()
+        }
+
+    def get(self, name: HookName) -> HookCall | None:
+        """The bound caller of a hook, None when no implementation is registered."""
+        return self._callers.get(name)
+
+    def fire(self, name: HookName, **arguments: Any) -> list[Any]:
+        """Call a hook with the given arguments besides trainer and module; the implementations' results."""
+        caller = self._callers.get(name)
+        return caller(**arguments) if caller is not None else []

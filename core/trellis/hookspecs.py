@@ -1,17 +1,30 @@
-"""The lifecycle hooks the loops call, as pluggy hook specifications.
+"""The lifecycle hooks the loops call, written once: pluggy hook specifications that are also the no-op
+defaults `trellis.Callback` inherits.
 
 Implementations take only the arguments they name (pluggy passes by name), so a Lightning callback
 `on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)` and a Module hook
-`on_train_batch_end(self, outputs, batch, batch_idx)` both implement the same hook.
+`on_train_batch_end(self, outputs, batch, batch_idx)` both implement the same hook. A default that a
+subclass does not override is never registered, so it costs nothing per call.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
-hookspec = pluggy.HookspecMarker("trellis")
+_hookspec = pluggy.HookspecMarker("trellis")
+
+
+def default_hook(function: Any) -> Any:
+    """Mark a base-class no-op hook: it is not registered, so it costs nothing per call."""
+    function._trellis_default_hook = True
+    return function
+
+
+def hookspec(function: Any) -> Any:
+    """A hook specification that is also the no-op default of every Callback."""
+    return default_hook(_hookspec(function))
 
 
 class LifecycleHooks:
@@ -150,8 +163,50 @@ HOOK_NAMES: frozenset[str] = frozenset(
     name for name, value in vars(LifecycleHooks).items() if callable(value) and not name.startswith("_")
 )
 
+#: the hook names as a type, so that a misspelled name in the kernel's own calls fails type checking.
+HookName = Literal[
+    "on_init_start",
+    "on_init_end",
+    "setup",
+    "on_fit_start",
+    "on_sanity_check_start",
+    "on_sanity_check_end",
+    "on_train_start",
+    "on_train_epoch_start",
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "on_train_end",
+    "on_fit_end",
+    "on_validation_start",
+    "on_validation_epoch_start",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_validation_epoch_end",
+    "on_validation_end",
+    "on_test_start",
+    "on_test_epoch_start",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_test_epoch_end",
+    "on_test_end",
+    "on_predict_start",
+    "on_predict_epoch_start",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "on_predict_epoch_end",
+    "on_predict_end",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+    "on_exception",
+    "teardown",
+]
 
-def default_hook(function: Any) -> Any:
-    """Mark a base-class no-op hook: it is not registered, so it costs nothing per call."""
-    function._trellis_default_hook = True
-    return function
+#: hooks only callbacks and hook plugins receive; every other hook also has a Module form (ModuleHooks).
+CALLBACK_ONLY_HOOKS: frozenset[str] = frozenset(
+    {"on_init_start", "on_init_end", "on_sanity_check_start", "on_sanity_check_end", "on_exception"}
+)

@@ -207,7 +207,7 @@ class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
         """Record a metric for the loggers, the progress bar and callbacks (callback_metrics)."""
         if self._trainer is None:
             return
-        self._trainer.metrics.log(
+        self._trainer._metrics.log(
             name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
             reduce_fx=reduce_fx, sync_dist=sync_dist, batch_size=batch_size,
         )
@@ -235,7 +235,10 @@ class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
 
     def manual_backward(self, loss: torch.Tensor) -> None:
         """Backward through the strategy and precision (use instead of loss.backward())."""
-        self.trainer.backward(loss, None)
+        run = self.trainer._run
+        if run is None or run.optimization is None:
+            raise RuntimeError("manual_backward is for training_step in manual optimization, during fit")
+        run.optimization.backward(loss, None)
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.all_gather(tensor) if self._trainer else tensor

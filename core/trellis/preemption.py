@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from trellis.roles import Strategy
 from trellis.utils.rank_zero import rank_zero_info
-
-if TYPE_CHECKING:
-    from trellis.trainer import Trainer
 
 PREEMPTED_EXIT_CODE = 75
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -38,8 +37,8 @@ class Preempted(SystemExit):
 class PreemptionHandler:
     """Records preemption signals; `check()` at a step boundary turns one into checkpoint and exit."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def __init__(self, strategy: Strategy, checkpoint_path: str, save_checkpoint: Callable[[str], None]) -> None:
+        self.strategy, self.checkpoint_path, self.save_checkpoint = strategy, checkpoint_path, save_checkpoint
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -56,26 +55,27 @@ class PreemptionHandler:
     def _record(self, number: int, frame: Any) -> None:
         self.received = number
 
-    def check(self) -> None:
+    def check(self, global_step: int) -> None:
         """Called at every training step boundary; cheap unless a signal arrived."""
-        strategy = self.trainer.strategy
+        strategy = self.strategy
         if strategy.world_size > 1:
-            if self.trainer.global_step % SYNC_EVERY_N_STEPS:
+            if global_step % SYNC_EVERY_N_STEPS:
                 return
             requested = float(strategy.reduce(torch.tensor(float(self.received is not None)), "sum")) > 0
         else:
             requested = self.received is not None
         if requested:
-            self._stop()
+            self._stop(global_step)
 
-    def _stop(self) -> None:
-        trainer = self.trainer
-        path = trainer.preemption_checkpoint_path
-        trainer.save_checkpoint(path)
-        environment = trainer.strategy_cluster_environment()
-        requeued = environment is not None and trainer.is_global_zero and environment.requeue()
+    def _stop(self, global_step: int) -> None:
+        from trellis.selection import detect_cluster_environment
+
+        path = self.checkpoint_path
+        self.save_checkpoint(path)
+        environment = getattr(self.strategy, "cluster_environment", None) or detect_cluster_environment()
+        requeued = environment is not None and self.strategy.is_global_zero and environment.requeue()
         name = signal.Signals(self.received).name if self.received else "a preemption signal on another rank"
-        message = (f"received {name} at global step {trainer.global_step}: saved {path}"
+        message = (f"received {name} at global step {global_step}: saved {path}"
                    + ("; the job was requeued" if requeued else "")
                    + f". Resume with trainer.fit(model, ckpt_path='last'); exiting with status {PREEMPTED_EXIT_CODE}.")
         rank_zero_info(message)

@@ -11,7 +11,15 @@ from typing import Any
 
 from trellis import discovery
 from trellis.errors import ConfigurationError, PluginLoadError
-from trellis.roles import Accelerator, CheckpointIO, ClusterEnvironment, Logger, Precision, SingleDeviceStrategy, Strategy
+from trellis.roles import (
+    Accelerator,
+    CheckpointIO,
+    ClusterEnvironment,
+    Logger,
+    Precision,
+    SingleDeviceStrategy,
+    Strategy,
+)
 from trellis.roles.accelerator import DevicesArg
 from trellis.utils.rank_zero import warn_once
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from trellis.callbacks.base import Callback
 from trellis.errors import ConfigurationError
+from trellis.stages import TrainerFn
 from trellis.utils.rank_zero import rank_zero_info
 
 
@@ -58,13 +59,14 @@ class EarlyStopping(Callback):
             self._check(trainer)
 
     def on_validation_end(self, trainer: Any) -> None:
-        if trainer.state == "fitting" and not trainer.sanity_checking and not self._checks_at_train_epoch_end(trainer):
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking \
+                and not self._checks_at_train_epoch_end(trainer):
             self._check(trainer)
 
     def _checks_at_train_epoch_end(self, trainer: Any) -> bool:
         if self.check_on_train_epoch_end is not None:
             return self.check_on_train_epoch_end
-        return not trainer.val_loaders
+        return not trainer.validation_schedule.enabled
 
     def _check(self, trainer: Any) -> None:
         value = trainer.callback_metrics.get(self.monitor)

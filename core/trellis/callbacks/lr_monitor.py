@@ -67,7 +67,7 @@ class LearningRateMonitor(Callback):
                     metrics[f"{name}-momentum"] = _momentum(group)
                 if self.log_weight_decay:
                     metrics[f"{name}-weight_decay"] = float(group.get("weight_decay", 0.0))
-        trainer.log_to_loggers(metrics)
+        trainer._run.log_metrics(metrics)
 
 
 def _unwrap(optimizer: Any) -> torch.optim.Optimizer:

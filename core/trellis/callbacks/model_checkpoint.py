@@ -10,6 +10,7 @@ from typing import Any
 
 from trellis.callbacks.base import Callback
 from trellis.errors import ConfigurationError
+from trellis.stages import TrainerFn
 
 _TEMPLATE_FIELD = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
@@ -85,11 +86,11 @@ class ModelCheckpoint(Callback):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        if not trainer.validation_due_at_epoch_end(trainer.current_epoch) and self._epoch_due(trainer):
+        if not trainer.validation_schedule.due_at_epoch_end(trainer.current_epoch) and self._epoch_due(trainer):
             self._save(trainer)
 
     def on_validation_end(self, trainer: Any) -> None:
-        if trainer.sanity_checking or trainer.state != "fitting":
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         at_epoch_end = trainer.fit_loop.epoch_completed
         if (at_epoch_end and self._epoch_due(trainer)) or (not at_epoch_end and self.every_n_epochs and self.monitor):

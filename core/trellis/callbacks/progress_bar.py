@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from trellis.callbacks.base import Callback
+from trellis.stages import TrainerFn
 
 
 class ProgressBar(Callback):
@@ -53,7 +54,7 @@ class ProgressBar(Callback):
             self.stream.flush()
 
     def on_validation_end(self, trainer: Any) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking and trainer.state == "fitting":
+        if trainer.is_global_zero and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             metrics = _format(trainer.progress_bar_metrics)
             if metrics and not self._interactive:
                 self.stream.write(f"Epoch {trainer.current_epoch} validation: {metrics}\n")

@@ -1,4 +1,4 @@
-"""Validation and test: one pass over each loader without gradients."""
+"""Validation, test and prediction: one pass over each loader without gradients."""
 
 from __future__ import annotations
 
@@ -9,30 +9,34 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.data import infer_batch_size
+from trellis.loops.optimization import log_classic_result
+from trellis.stages import PREDICT, LoopStage
 
 if TYPE_CHECKING:
-    from trellis.trainer import Trainer
+    from trellis.run import Run
 
 
 def run_evaluation(
-    trainer: Trainer, stage: str, loaders: list[Iterable], limits: list[float], sanity: bool = False,
+    run: Run, stage: LoopStage, loaders: list[Iterable], limits: list[float], sanity: bool = False,
     after_logging: Callable[[], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Run `{stage}_step` over every loader; returns the epoch metrics of each loader."""
-    module, strategy, hooks, metrics = trainer.module, trainer.strategy, trainer.hooks, trainer.metrics
-    step_method = f"{stage}_step"
+    """Run the stage's step method over every loader; returns the epoch metrics of each loader."""
+    module, strategy, hooks, metrics = run.module, run.strategy, run.hooks, run.metrics
     several = len(loaders) > 1
-    classic_epoch_end = getattr(module, f"{stage}_epoch_end", None)
+    classic_epoch_end = getattr(module, f"{stage.name}_epoch_end", None)
     collected: list[list[Any]] = [[] for _ in loaders]
     was_training = module.training
-    previous_stage = metrics.stage
+    previous_stage, previous_running_stage = metrics.stage, run.state.stage
     module.eval()
-    metrics.stage = stage
-    hooks.call(f"on_{stage}_start", trainer=trainer, pl_module=module)
-    hooks.call(f"on_{stage}_epoch_start", trainer=trainer, pl_module=module)
-    on_batch_start = hooks.callers.get(f"on_{stage}_batch_start")
-    on_batch_end = hooks.callers.get(f"on_{stage}_batch_end")
-    grad_context = torch.inference_mode if trainer.inference_mode else torch.no_grad
+    metrics.stage = stage.name
+    if not sanity:
+        run.state.stage = stage.running_stage
+    hooks.fire(stage.hook("start"))
+    hooks.fire(stage.hook("epoch_start"))
+    on_batch_start = hooks.get(stage.hook("batch_start"))
+    on_batch_end = hooks.get(stage.hook("batch_end"))
+    step_boundary = strategy.accelerator.step_boundary
+    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
     with grad_context():
         for loader_index, loader in enumerate(loaders):
             metrics.dataloader_suffix = f"/dataloader_idx_{loader_index}" if several else ""
@@ -43,27 +47,25 @@ def run_evaluation(
                 batch = strategy.batch_to_device(batch)
                 metrics.current_batch_size = infer_batch_size(batch)
                 if on_batch_start is not None:
-                    on_batch_start(trainer=trainer, pl_module=module, batch=batch, batch_idx=batch_index,
-                                   dataloader_idx=loader_index)
+                    on_batch_start(batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
                 arguments = (batch, batch_index, loader_index) if several else (batch, batch_index)
-                output = strategy.run_step(step_method, *arguments)
+                output = strategy.run_step(stage.step_method, *arguments)
                 if on_batch_end is not None:
-                    on_batch_end(trainer=trainer, pl_module=module, outputs=output, batch=batch,
-                                 batch_idx=batch_index, dataloader_idx=loader_index)
+                    on_batch_end(outputs=output, batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
                 if classic_epoch_end is not None:
                     collected[loader_index].append(output)
-                strategy.accelerator.step_boundary()
+                step_boundary()
     metrics.dataloader_suffix = ""
     if classic_epoch_end is not None:
-        trainer.log_classic_result(classic_epoch_end(collected if several else collected[0]))
-    hooks.call(f"on_{stage}_epoch_end", trainer=trainer, pl_module=module)
-    logged = metrics.reduce_epoch(stage)
+        log_classic_result(classic_epoch_end(collected if several else collected[0]), module)
+    hooks.fire(stage.hook("epoch_end"))
+    logged = metrics.reduce_epoch(stage.name)
     if not sanity:
-        trainer.log_to_loggers(logged)
+        run.log_metrics(logged)
         if after_logging is not None:
             after_logging()
-    hooks.call(f"on_{stage}_end", trainer=trainer, pl_module=module)
-    metrics.stage = previous_stage
+    hooks.fire(stage.hook("end"))
+    metrics.stage, run.state.stage = previous_stage, previous_running_stage
     module.train(was_training)
     return _split_by_loader(logged, len(loaders))
 
@@ -82,29 +84,29 @@ def _split_by_loader(logged: dict[str, float], count: int) -> list[dict[str, flo
     return results
 
 
-def run_prediction(trainer: Trainer, loaders: list[Iterable], limits: list[float]) -> list[Any]:
+def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> list[Any]:
     """Run predict_step over every loader; returns the predictions (a list per loader when several)."""
-    module, strategy, hooks = trainer.module, trainer.strategy, trainer.hooks
+    module, strategy, hooks = run.module, run.strategy, run.hooks
     several = len(loaders) > 1
     predictions: list[list[Any]] = [[] for _ in loaders]
     module.eval()
-    hooks.call("on_predict_start", trainer=trainer, pl_module=module)
-    hooks.call("on_predict_epoch_start", trainer=trainer, pl_module=module)
-    grad_context = torch.inference_mode if trainer.inference_mode else contextlib.nullcontext
+    hooks.fire(PREDICT.hook("start"))
+    hooks.fire(PREDICT.hook("epoch_start"))
+    grad_context = torch.inference_mode if run.settings.inference_mode else contextlib.nullcontext
     with grad_context():
         for loader_index, loader in enumerate(loaders):
             for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
                 if batch_index >= limits[loader_index]:
                     break
                 batch = strategy.batch_to_device(batch)
-                hooks.call("on_predict_batch_start", trainer=trainer, pl_module=module, batch=batch,
-                           batch_idx=batch_index, dataloader_idx=loader_index)
+                hooks.fire(PREDICT.hook("batch_start"), batch=batch, batch_idx=batch_index,
+                           dataloader_idx=loader_index)
                 arguments = (batch, batch_index, loader_index) if several else (batch, batch_index)
-                output = strategy.run_step("predict_step", *arguments)
-                hooks.call("on_predict_batch_end", trainer=trainer, pl_module=module, outputs=output, batch=batch,
-                           batch_idx=batch_index, dataloader_idx=loader_index)
+                output = strategy.run_step(PREDICT.step_method, *arguments)
+                hooks.fire(PREDICT.hook("batch_end"), outputs=output, batch=batch, batch_idx=batch_index,
+                           dataloader_idx=loader_index)
                 predictions[loader_index].append(output)
                 strategy.accelerator.step_boundary()
-    hooks.call("on_predict_epoch_end", trainer=trainer, pl_module=module)
-    hooks.call("on_predict_end", trainer=trainer, pl_module=module)
+    hooks.fire(PREDICT.hook("epoch_end"))
+    hooks.fire(PREDICT.hook("end"))
     return predictions if several else predictions[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
 import time
 from collections.abc import Iterator
@@ -11,13 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis.data import infer_batch_size, sampling_generators, skip_batches
-from trellis.errors import ConfigurationError, TrainingError
+from trellis.data import sampling_generators, skip_batches
+from trellis.errors import TrainingError
 from trellis.loops.evaluation import run_evaluation
+from trellis.loops.optimization import Optimization, step_schedulers
+from trellis.loops.validation_schedule import ValidationSchedule
+from trellis.settings import TrainerSettings
+from trellis.stages import VALIDATION, RunningStage
 from trellis.utils.rng import capture_rng, isolated_rng, restore_rng
 
 if TYPE_CHECKING:
-    from trellis.trainer import Trainer
+    from trellis.fit_data import FitData
+    from trellis.run import Run
 
 
 class FitLoop:
@@ -26,10 +29,16 @@ class FitLoop:
     An epoch moves through phases so that a checkpoint taken anywhere resumes the remaining work exactly:
     "running" (batches), "validating" (epoch-end validation), "validated" (its metrics are logged),
     "trained" (on_train_epoch_end hooks), "logged" (epoch metrics logged; schedulers, then the next epoch).
+    The stop rules start from the Trainer's flags and may be raised between fits (`fit_loop.max_epochs`).
     """
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.max_epochs: int = settings.max_epochs
+        self.max_steps: int = settings.max_steps
+        self.min_epochs, self.min_steps = settings.min_epochs, settings.min_steps
+        self.max_time = settings.max_time
+        #: set by callbacks (EarlyStopping, Timer) to end training at the next boundary.
+        self.should_stop = False
         self.epoch = 0
         #: training batches finished in the current epoch.
         self.batches_done = 0
@@ -43,8 +52,9 @@ class FitLoop:
         self._pending_loss: torch.Tensor | None = None
         #: (epoch, batch, global step) of the pending loss, formatted only if it is not finite.
         self._pending_where: tuple[int, int, int] = (0, 0, 0)
-        self._watch_loss = True
         self._started_at = 0.0
+        #: when this fit validates; None before the first fit.
+        self.schedule: ValidationSchedule | None = None
 
     @property
     def epoch_completed(self) -> bool:
@@ -75,210 +85,36 @@ class FitLoop:
 
     # -- stopping -----------------------------------------------------------------------------
     def _minimum_reached(self) -> bool:
-        trainer = self.trainer
-        return self.epoch >= (trainer.min_epochs or 0) and self.global_step >= (trainer.min_steps or 0)
+        return self.epoch >= self.min_epochs and self.global_step >= self.min_steps
 
     def _max_steps_reached(self) -> bool:
-        return 0 <= self.trainer.max_steps <= self.global_step
+        return 0 <= self.max_steps <= self.global_step
 
     def done(self) -> bool:
-        trainer = self.trainer
         if self._max_steps_reached():
             return True
-        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.epoch:
+        if 0 <= self.max_epochs <= self.epoch:
             return True
-        if trainer.max_time is not None and time.monotonic() - self._started_at >= trainer.max_time:
+        if self.max_time is not None and time.monotonic() - self._started_at >= self.max_time:
             return True
-        return trainer.should_stop and self._minimum_reached()
+        return self.should_stop and self._minimum_reached()
 
     # -- running ------------------------------------------------------------------------------
-    def run(self) -> None:
-        trainer = self.trainer
-        module = trainer.module
+    def run(self, run: Run) -> None:
+        if run.data is None:
+            raise RuntimeError("FitLoop.run needs the fit's data connected (run.data)")
         self._started_at = time.monotonic()
-        if trainer.val_loaders and trainer.num_sanity_val_steps != 0 and not self.global_step:
-            self._sanity_check()
-        trainer.hooks.call("on_train_start", trainer=trainer, pl_module=module)
-        if self.phase != "running":  # resumed inside an epoch's end
-            self._finish_epoch()
-        while not self.done():
-            self._run_epoch()
-            if trainer.should_stop and not self._minimum_reached():
-                trainer.should_stop = False
+        self.should_stop = False
+        self.schedule = ValidationSchedule(run.settings, run.data)
+        optimization = run.optimization = Optimization(run)
+        try:
+            _Epochs(self, run, run.data, self.schedule, optimization).train()
+        finally:
+            optimization.close()
+
+    def check_finite_loss(self) -> None:
+        """Raise before anything is saved from a step whose loss was not finite."""
         self._check_pending_loss()
-        trainer.hooks.call("on_train_end", trainer=trainer, pl_module=module)
-
-    def _sanity_check(self) -> None:
-        """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
-        trainer = self.trainer
-        steps = trainer.num_sanity_val_steps
-        limits = [min(limit, steps if steps >= 0 else math.inf) for limit in trainer.val_batch_limits]
-        trainer.sanity_checking = True
-        saved_metrics = dict(trainer.metrics.callback_metrics)
-        trainer.hooks.call("on_sanity_check_start", trainer=trainer, pl_module=trainer.module)
-        with isolated_rng():
-            run_evaluation(trainer, "validation", trainer.val_loaders, limits, sanity=True)
-        trainer.hooks.call("on_sanity_check_end", trainer=trainer, pl_module=trainer.module)
-        trainer.metrics.callback_metrics = saved_metrics
-        trainer.sanity_checking = False
-
-    def _validate(self, then_phase: str | None = None) -> None:
-        """Validation without touching training's RNG; marks progress as soon as its metrics are logged."""
-
-        def logged() -> None:
-            self.validation_pending = False
-            if then_phase is not None:
-                self.phase = then_phase
-
-        self.trainer.run_validation(after_logging=logged)
-        logged()
-
-    def _epoch_batches(self) -> Iterator[tuple[int, Any]]:
-        """(index, batch) of the epoch from batches_done on, in the order an uninterrupted epoch has."""
-        trainer = self.trainer
-        loader, discard = skip_batches(trainer.train_loader, self.batches_done)
-        generators = sampling_generators(trainer.train_loader)
-        if self._resume_rng is not None:
-            restore_rng(self.epoch_start_rng["global"])
-            for generator, state in zip(generators, self.epoch_start_rng["generators"]):
-                generator.set_state(state)
-        else:
-            self.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
-        iterator = iter(trainer.strategy.process_dataloader(loader))
-        for _ in range(discard):
-            next(iterator, None)
-        index = self.batches_done
-        for batch in iterator:
-            if self._resume_rng is not None:  # the loader has drawn its order: continue the saved RNG
-                restore_rng(self._resume_rng)
-                self._resume_rng = None
-            yield index, batch
-            index += 1
-
-    def _run_epoch(self) -> None:
-        trainer = self.trainer
-        module, strategy, hooks, metrics = trainer.module, trainer.strategy, trainer.hooks, trainer.metrics
-        trainer.prepare_epoch(self.epoch)
-        limit = trainer.num_training_batches
-        metrics.stage = "train"
-        if self.validation_pending:
-            self._validate()
-        if not self.batches_done:
-            hooks.call("on_train_epoch_start", trainer=trainer, pl_module=module)
-        on_batch_start = hooks.callers.get("on_train_batch_start")
-        on_batch_end = hooks.callers.get("on_train_batch_end")
-        step_boundary = strategy.accelerator.step_boundary
-        run_batch = self._automatic_batch if module.automatic_optimization else self._manual_batch
-        validate_every = trainer.val_check_batches
-        check_loss_each_step = not strategy.accelerator.defers_execution
-        self._watch_loss = not strategy.precision.skips_nonfinite_steps
-        preemption = trainer.preemption
-        stopped_early = False
-        for batch_index, batch in self._epoch_batches():
-            if batch_index >= limit:
-                break
-            if check_loss_each_step:
-                self._check_pending_loss()
-            batch = strategy.batch_to_device(batch)
-            if on_batch_start is not None and -1 in on_batch_start(
-                trainer=trainer, pl_module=module, batch=batch, batch_idx=batch_index
-            ):
-                break
-            outputs = run_batch(batch, batch_index, limit)
-            self.batches_done = batch_index + 1
-            self.validation_pending = bool(validate_every) and self.batches_done % validate_every == 0 \
-                and self.batches_done < limit
-            log_now = trainer.loggers and self.global_step % trainer.log_every_n_steps == 0
-            if log_now:  # before the batch-end callbacks: a checkpoint they write already holds this step's row
-                trainer.log_to_loggers(metrics.pop_step_metrics())
-            if on_batch_end is not None:
-                on_batch_end(trainer=trainer, pl_module=module, outputs=outputs, batch=batch, batch_idx=batch_index)
-                if log_now:  # what the batch-end hooks logged
-                    trainer.log_to_loggers(metrics.pop_step_metrics())
-            step_boundary()
-            if self.validation_pending:
-                self._validate()
-            if preemption is not None:
-                preemption.check()
-            if self._max_steps_reached() and self.batches_done < limit:
-                stopped_early = True  # the epoch stays unfinished: a longer run resumes it exactly
-                break
-            if trainer.should_stop and self._minimum_reached():
-                break
-        self._check_pending_loss()
-        if stopped_early:
-            return
-        self.phase = "validating"
-        self._finish_epoch()
-
-    def _finish_epoch(self) -> None:
-        """Epoch-end work in Lightning's order, from whatever phase a resumed run is in."""
-        trainer, metrics = self.trainer, self.trainer.metrics
-        if self.phase == "validating":
-            if trainer.validation_due_at_epoch_end(self.epoch):
-                self._validate(then_phase="validated")
-            self.phase = "validated"
-        if self.phase == "validated":
-            self.phase = "trained"
-            trainer.hooks.call("on_train_epoch_end", trainer=trainer, pl_module=trainer.module)
-        if self.phase == "trained":
-            to_loggers = bool(trainer.loggers)  # without loggers nothing is read back from the device
-            logged = {**metrics.pop_step_metrics(as_floats=to_loggers), **metrics.reduce_epoch("train", to_loggers)}
-            self.phase = "logged"
-            trainer.log_to_loggers(logged)
-        trainer.step_schedulers("epoch")
-        self.epoch += 1
-        self.batches_done = 0
-        self.phase = "running"
-
-    def _automatic_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
-        """Forward, backward and (at the end of an accumulation window) the optimizer step."""
-        trainer = self.trainer
-        strategy = trainer.strategy
-        optimizers = trainer.optimizers
-        accumulate = trainer.accumulate_grad_batches
-        steps_now = (batch_index + 1) % accumulate == 0 or batch_index + 1 >= limit
-        trainer.metrics.in_training_step = True
-        if trainer.metrics.logger_keys or trainer.metrics.prog_bar_keys or batch_index == 0:
-            trainer.metrics.current_batch_size = infer_batch_size(batch)
-        outputs = None
-        stepped = False
-        for optimizer_index, optimizer in enumerate(optimizers):
-            arguments = (batch, batch_index, optimizer_index) if trainer.classic_optimizer_idx else (batch, batch_index)
-            with strategy.no_backward_sync(not steps_now) if accumulate > 1 else contextlib.nullcontext():
-                outputs = strategy.run_step("training_step", *arguments)
-                loss = trainer.loss_from(outputs)
-                if loss is None:  # training_step returned None: skip this step
-                    continue
-                if accumulate > 1:
-                    loss = loss / accumulate
-                if batch_index % accumulate == 0 or optimizer_index:  # the window's first micro-batch
-                    trainer.zero_grad(optimizer)
-                trainer.backward(loss, optimizer)
-                if self._watch_loss:
-                    self._pending_loss = loss.detach()
-                self._pending_where = (self.epoch, batch_index, self.global_step)
-            if steps_now:
-                trainer.optimizer_step(optimizer, optimizer_index)
-                stepped = True
-        trainer.metrics.in_training_step = False
-        if stepped:
-            self.global_step += 1
-            trainer.step_schedulers("step")
-        return outputs
-
-    def _manual_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
-        """The user drives backward and the optimizers inside training_step."""
-        trainer = self.trainer
-        trainer.metrics.in_training_step = True
-        trainer.metrics.current_batch_size = infer_batch_size(batch)
-        outputs = trainer.strategy.run_step("training_step", batch, batch_index)
-        trainer.metrics.in_training_step = False
-        return outputs
-
-    def count_manual_step(self, *_: Any) -> None:
-        """Optimizer step post-hook in manual optimization: each optimizer step is a global step."""
-        self.global_step += 1
 
     def _check_pending_loss(self) -> None:
         """Raise if the previous step's loss was not finite (checked one step late: no sync per step)."""
@@ -289,22 +125,163 @@ class FitLoop:
         if not math.isfinite(value):
             epoch, batch, step = self._pending_where
             raise TrainingError(
-                f"the training loss became {value} at epoch {epoch}, batch {batch}, global step {step}. Lower the learning rate, clip "
-                "gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the inputs for NaN/inf. "
-                "Checkpoints saved before this step are untouched."
+                f"the training loss became {value} at epoch {epoch}, batch {batch}, global step {step}. Lower the "
+                "learning rate, clip gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the "
+                "inputs for NaN/inf. Checkpoints saved before this step are untouched."
             )
 
 
-def takes_optimizer_index(module: torch.nn.Module) -> bool:
-    """Classic form: training_step(self, batch, batch_idx, optimizer_idx) with several optimizers."""
-    parameters = inspect.signature(module.training_step).parameters
-    return "optimizer_idx" in parameters
+class _Epochs:
+    """One fit's execution of the loop: sanity check, epochs, validation, epoch ends."""
 
+    def __init__(self, loop: FitLoop, run: Run, data: FitData, schedule: ValidationSchedule,
+                 optimization: Optimization) -> None:
+        self.loop, self.run, self.data, self.schedule, self.optimization = loop, run, data, schedule, optimization
 
-def check_optimizers(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer], classic: bool) -> None:
-    if module.automatic_optimization and len(optimizers) > 1 and not classic:
-        raise ConfigurationError(
-            f"{type(module).__name__} returns {len(optimizers)} optimizers with automatic optimization: set "
-            "self.automatic_optimization = False and step them in training_step, or add an optimizer_idx argument "
-            "to training_step (classic alternating form)"
-        )
+    def train(self) -> None:
+        loop, run = self.loop, self.run
+        if self.schedule.enabled and run.settings.num_sanity_val_steps != 0 and not loop.global_step:
+            self._sanity_check()
+        run.hooks.fire("on_train_start")
+        if loop.phase != "running":  # resumed inside an epoch's end
+            self._finish_epoch()
+        while not loop.done():
+            self._run_epoch()
+            if loop.should_stop and not loop._minimum_reached():
+                loop.should_stop = False
+        loop._check_pending_loss()
+        run.hooks.fire("on_train_end")
+
+    def _sanity_check(self) -> None:
+        """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
+        run, data = self.run, self.data
+        steps = run.settings.num_sanity_val_steps
+        limits = [min(limit, steps if steps >= 0 else math.inf) for limit in data.val_batch_limits]
+        saved_metrics = dict(run.metrics.callback_metrics)
+        run.state.stage = RunningStage.SANITY_CHECKING
+        run.hooks.fire("on_sanity_check_start")
+        with isolated_rng():
+            run_evaluation(run, VALIDATION, data.val_loaders, limits, sanity=True)
+        run.hooks.fire("on_sanity_check_end")
+        run.state.stage = RunningStage.TRAINING
+        run.metrics.callback_metrics = saved_metrics
+
+    def _validate(self, then_phase: str | None = None) -> None:
+        """Validation without touching training's RNG; marks progress as soon as its metrics are logged."""
+        loop, run, data = self.loop, self.run, self.data
+
+        def logged() -> None:
+            loop.validation_pending = False
+            if then_phase is not None:
+                loop.phase = then_phase
+
+        if data.val_loaders:
+            with isolated_rng():
+                run_evaluation(run, VALIDATION, data.val_loaders, data.val_batch_limits, after_logging=logged)
+            run.metrics.stage = "train"
+        logged()
+
+    def _epoch_batches(self) -> Iterator[tuple[int, Any]]:
+        """(index, batch) of the epoch from batches_done on, in the order an uninterrupted epoch has."""
+        loop, data = self.loop, self.data
+        loader, discard = skip_batches(data.train_loader, loop.batches_done)
+        generators = sampling_generators(data.train_loader)
+        resume_rng, epoch_start = loop._resume_rng, loop.epoch_start_rng
+        if resume_rng is not None and epoch_start is not None:
+            restore_rng(epoch_start["global"])
+            for generator, state in zip(generators, epoch_start["generators"]):
+                generator.set_state(state)
+        else:
+            loop.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
+        iterator = iter(self.run.strategy.process_dataloader(loader))
+        for _ in range(discard):
+            next(iterator, None)
+        index = loop.batches_done
+        for batch in iterator:
+            if loop._resume_rng is not None:  # the loader has drawn its order: continue the saved RNG
+                restore_rng(loop._resume_rng)
+                loop._resume_rng = None
+            yield index, batch
+            index += 1
+
+    def _run_epoch(self) -> None:
+        loop, run, data, optimization = self.loop, self.run, self.data, self.optimization
+        strategy, hooks, metrics = run.strategy, run.hooks, run.metrics
+        data.prepare_epoch(loop.epoch, resuming_inside=bool(loop.batches_done))
+        limit = data.num_training_batches
+        metrics.stage = "train"
+        if loop.validation_pending:
+            self._validate()
+        if not loop.batches_done:
+            hooks.fire("on_train_epoch_start")
+        on_batch_start = hooks.get("on_train_batch_start")
+        on_batch_end = hooks.get("on_train_batch_end")
+        accelerator = strategy.accelerator
+        step_boundary = accelerator.step_boundary
+        run_batch = optimization.run_batch
+        validate_every = self.schedule.interval_batches
+        check_loss_each_step = not accelerator.defers_execution
+        watch_loss = not strategy.precision.skips_nonfinite_steps
+        loggers, log_every = run.loggers, run.settings.log_every_n_steps
+        preemption = run.preemption
+        stopped_early = False
+        for batch_index, batch in self._epoch_batches():
+            if batch_index >= limit:
+                break
+            if check_loss_each_step:
+                loop._check_pending_loss()
+            batch = strategy.batch_to_device(batch)
+            if on_batch_start is not None and -1 in on_batch_start(batch=batch, batch_idx=batch_index):
+                break
+            step = loop.global_step
+            outputs = run_batch(batch, batch_index, limit)
+            if watch_loss:
+                loop._pending_loss = optimization.last_loss
+                loop._pending_where = (loop.epoch, batch_index, step)
+            loop.batches_done = batch_index + 1
+            loop.validation_pending = bool(validate_every) and loop.batches_done % validate_every == 0 \
+                and loop.batches_done < limit
+            log_now = loggers and loop.global_step % log_every == 0
+            if log_now:  # before the batch-end callbacks: a checkpoint they write already holds this step's row
+                run.log_metrics(metrics.pop_step_metrics())
+            if on_batch_end is not None:
+                on_batch_end(outputs=outputs, batch=batch, batch_idx=batch_index)
+                if log_now:  # what the batch-end hooks logged
+                    run.log_metrics(metrics.pop_step_metrics())
+            step_boundary()
+            if loop.validation_pending:
+                self._validate()
+            if preemption is not None:
+                preemption.check(loop.global_step)
+            if loop._max_steps_reached() and loop.batches_done < limit:
+                stopped_early = True  # the epoch stays unfinished: a longer run resumes it exactly
+                break
+            if loop.should_stop and loop._minimum_reached():
+                break
+        loop._check_pending_loss()
+        if stopped_early:
+            return
+        loop.phase = "validating"
+        self._finish_epoch()
+
+    def _finish_epoch(self) -> None:
+        """Epoch-end work in Lightning's order, from whatever phase a resumed run is in."""
+        loop, run = self.loop, self.run
+        metrics = run.metrics
+        if loop.phase == "validating":
+            if self.schedule.due_at_epoch_end(loop.epoch):
+                self._validate(then_phase="validated")
+            loop.phase = "validated"
+        if loop.phase == "validated":
+            loop.phase = "trained"
+            run.hooks.fire("on_train_epoch_end")
+        if loop.phase == "trained":
+            to_loggers = bool(run.loggers)  # without loggers nothing is read back from the device
+            logged = {**metrics.pop_step_metrics(as_floats=to_loggers), **metrics.reduce_epoch("train", to_loggers)}
+            loop.phase = "logged"
+            run.log_metrics(logged)
+        if run.scheduler_configs:
+            step_schedulers(run.scheduler_configs, "epoch", loop.epoch + 1, metrics)
+        loop.epoch += 1
+        loop.batches_done = 0
+        loop.phase = "running"

@@ -93,7 +93,7 @@ class Tuner:
                 rank_zero_info(f"batch size {size}: out of memory")
                 scaling.free_memory()
                 return False
-            dataset_size[0] = _dataset_length(trainer.train_loader)
+            dataset_size[0] = _dataset_length(trainer.train_dataloader)
             rank_zero_info(f"batch size {size}: ran {trainer.global_step} steps")
             return True
 

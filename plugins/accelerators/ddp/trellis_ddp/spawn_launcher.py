@@ -2,7 +2,8 @@
 
 Every rank runs in a new process and this one waits, so that a failing rank raises here (with its
 traceback) instead of killing the notebook kernel. Rank 0 sends back the return value, the trained
-weights and the trainer's progress, which are loaded into this process's objects.
+weights and the trainer's progress (the kernel's `handoff()` of the call), which `adopt()` loads into this
+process's objects.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class SpawnLauncher:
         for process in processes:
             process.start()
         outcome = _wait(processes, messages)
-        _restore(function, args, outcome["state"])
+        function.adopt(outcome["state"])
         return outcome["result"]
 
 
@@ -85,7 +86,7 @@ def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, 
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        messages.put(("done", _to_bytes(_collect(function, args, result))))
+        messages.put(("done", _to_bytes({"result": result, "state": function.handoff()})))
 
 
 def _wait(processes: list, messages: Any) -> dict[str, Any]:
@@ -133,40 +134,3 @@ def _terminate(processes: list) -> None:
         if process.is_alive():
             process.kill()
             process.join()
-
-
-def _collect(function: Callable[..., Any], args: tuple, result: Any) -> dict[str, Any]:
-    """What rank 0 sends back: the return value, the module's weights and the trainer's progress."""
-    trainer = getattr(function, "__self__", None)
-    module = next((arg for arg in args if isinstance(arg, torch.nn.Module)), None)
-    state: dict[str, Any] = {}
-    if module is not None:
-        state["module"] = {key: value.detach().cpu() for key, value in module.state_dict().items()}
-    if trainer is not None and hasattr(trainer, "fit_loop"):
-        state["fit_loop"] = trainer.fit_loop.state_dict()
-        state["callback_metrics"] = {key: value.detach().cpu() for key, value in trainer.callback_metrics.items()}
-        state["logged_metrics"] = dict(trainer.logged_metrics)
-        state["checkpoint_paths"] = [
-            {name: getattr(callback, name) for name in ("best_model_path", "last_model_path", "best_model_score")
-             if hasattr(callback, name)}
-            for callback in trainer.checkpoint_callbacks
-        ]
-    return {"result": result, "state": state}
-
-
-def _restore(function: Callable[..., Any], args: tuple, state: dict[str, Any]) -> None:
-    """Load what rank 0 sent into this process's module and trainer."""
-    module = next((arg for arg in args if isinstance(arg, torch.nn.Module)), None)
-    if module is not None and "module" in state:
-        module.load_state_dict(state["module"])
-    trainer = getattr(function, "__self__", None)
-    if trainer is None or "fit_loop" not in state:
-        return
-    trainer.fit_loop.load_state_dict(state["fit_loop"])
-    trainer.metrics.callback_metrics = state["callback_metrics"]
-    trainer.logged_metrics.update(state["logged_metrics"])
-    for callback, paths in zip(trainer.checkpoint_callbacks, state["checkpoint_paths"]):
-        for name, value in paths.items():
-            setattr(callback, name, value)
-    if module is not None:
-        trainer.module = module

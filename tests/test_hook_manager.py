@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import trellis
+from support import TinyRegressor, loader, quiet_trainer
 from trellis.errors import HookValidationError
 from trellis.hook_manager import HookManager
-
-from support import TinyRegressor, loader, quiet_trainer
 
 
 class Recorder(trellis.Callback):

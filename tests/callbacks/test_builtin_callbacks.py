@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import trellis
+from support import TinyRegressor, loader, quiet_trainer
 from trellis.callbacks import LearningRateMonitor, Timer
 from trellis.errors import ConfigurationError
 from trellis.utils.durations import duration_seconds
-from support import TinyRegressor, loader, quiet_trainer
 
 
 class ScheduledRegressor(TinyRegressor):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trellis.errors import ConfigurationError
-
 from support import TinyRegressor, loader, quiet_trainer
+from trellis.errors import ConfigurationError
 
 
 def _fit_with(configure, **flags):

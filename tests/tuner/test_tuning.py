@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from support import TinyRegressor, loader, quiet_trainer, regression_data
 from trellis.errors import ConfigurationError
 from trellis.tuner import Tuner
 from trellis.tuner.batch_size_scaling import resident_bytes
-from support import TinyRegressor, loader, quiet_trainer, regression_data
 
 
 def test_lr_find_sweeps_exponentially_suggests_a_rate_and_restores_the_weights():
