@@ -27,6 +27,13 @@ GROUPS: dict[str, str] = {
     "callback": "trellis.callbacks",
 }
 
+#: the plugin API this kernel provides; bumped only for changes that break a plugin written for the last one.
+PLUGIN_API_VERSION = 1
+#: the plugin API versions this kernel accepts (a plugin built for an older one may still run, see docs/plugins.md).
+SUPPORTED_PLUGIN_API_VERSIONS = range(1, PLUGIN_API_VERSION + 1)
+#: the module attribute through which a plugin declares the API version it was built for.
+API_DECLARATION = "TRELLIS_PLUGIN_API"
+
 DISABLE_VARIABLE = "TRELLIS_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_VARIABLE = "TRELLIS_BLOCK_PLUGINS"
 
