@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trellis import discovery
 from trellis.errors import CheckpointError
 from trellis.roles.checkpoint_io import PathLike
+from trellis.selection import default_checkpoint_io
 from trellis.utils.rng import training_rng_state
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any]) -> None
 
 def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
     """Load a checkpoint without a Trainer, through the default checkpoint IO plugin."""
-    checkpoint_io = discovery.load("checkpoint_io", "torch")()
+    checkpoint_io = default_checkpoint_io()
     checkpoint = checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
     check_version(checkpoint)
     return checkpoint

@@ -15,6 +15,7 @@ import torch
 from trellis import checkpointing, classic_flags, discovery
 from trellis.determinism import configure_determinism
 from trellis.profilers import resolve_profiler
+from trellis.callback_loading import resolve_callbacks
 from trellis.callbacks.base import Callback
 from trellis.distributed_data import distribute
 from trellis.data import batch_limit, in_order, request_loaders, require_batches
@@ -134,7 +135,7 @@ class Trainer:
         self.precision_plugin = selection.precision
         self.hook_plugins = selection.hook_plugins
         self.loggers: list[Logger] = selection.loggers + resolve_loggers(logger, self.default_root_dir)
-        self._user_callbacks = _resolve_callbacks(callbacks)
+        self._user_callbacks = resolve_callbacks(callbacks)
         self._default_callbacks = _default_callbacks(
             enable_progress_bar, enable_model_summary, enable_checkpointing,
             classic.get("progress_bar_refresh_rate", 1), classic.get("model_summary_depth", 1))
