@@ -118,10 +118,11 @@ def check_plugin_api(entry: PluginEntry, declaration: tuple[str, Any] | None) ->
     supported = f"{SUPPORTED_PLUGIN_API_VERSIONS[0]} to {SUPPORTED_PLUGIN_API_VERSIONS[-1]}"
     if declaration is None:
         package = entry.value.partition(":")[0].split(".")[0]
+        is_package = hasattr(sys.modules.get(package), "__path__")
         warn_once(
             f"distribution {entry.origin} does not declare the Trellis plugin API it was built for; it is treated as "
             f"built for plugin API {SUPPORTED_PLUGIN_API_VERSIONS[0]}. Its author adds `{API_DECLARATION} = "
-            f"{PLUGIN_API_VERSION}` to {package}/__init__.py (docs/plugins.md, \"Versioning\")."
+            f"{PLUGIN_API_VERSION}` to {package}{'/__init__' if is_package else ''}.py (docs/plugins.md, \"Versioning\")."
         )
         return
     module_name, version = declaration
@@ -259,7 +260,7 @@ def clashes() -> list[tuple[str, str, list[PluginEntry]]]:
     by_name: dict[tuple[str, str], dict[str, PluginEntry]] = {}
     for entry in installed_entries():
         by_name.setdefault((entry.role, entry.name), {})[normalize_distribution(entry.distribution)] = entry
-    return [(role, name, list(providers.values()))
+    return [(role, name, [providers[key] for key in sorted(providers)])
             for (role, name), providers in sorted(by_name.items()) if len(providers) > 1]
 
 

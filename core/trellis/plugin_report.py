@@ -27,43 +27,43 @@ def plugin_report(check: bool) -> dict[str, Any]:
 
     distributions: dict[str, dict[str, Any]] = {}
     for entry in discovery.installed_entries(include_blocked=True):
-        record = distributions.setdefault(entry.distribution, _new_record(entry, check))
+        record = distributions.setdefault(
+            entry.distribution,
+            {"distribution": entry.distribution, "version": entry.version, "plugin_api": None, "provides": {},
+             "plugins": []},
+        )
         record["provides"].setdefault(entry.role, []).append(entry.name)
-        if discovery.is_blocked(entry):
-            record["blocked"].append(entry.name)
-        elif check:
+        plugin = {"role": entry.role, "name": entry.name, "entry_point": entry.value,
+                  "blocked": discovery.is_blocked(entry), "available": None, "device_count": None,
+                  "unavailable_reason": None, "error": None}
+        record["plugins"].append(plugin)
+        if check and not plugin["blocked"]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # what a warning would say is in the record
-                _check(entry, record)
+                _check(entry, record, plugin)
     clashes = [_clash_record(role, name, entries) for role, name, entries in discovery.clashes()]
     records = sorted(distributions.values(), key=lambda record: record["distribution"])
+    errors = [plugin["error"] for record in records for plugin in record["plugins"] if plugin["error"]]
     return {
         "schema": SCHEMA_VERSION,
         "trellis": __version__,
         "plugin_api": discovery.PLUGIN_API_VERSION,
         "discovery": "kernel defaults only" if discovery.autoload_disabled() else "on",
+        "checked": check,
         "distributions": records,
         "clashes": clashes,
         "block_list_problems": discovery.unmatched_block_messages(),
-        "ok": not clashes and not any(record["errors"] for record in records),
+        "ok": not clashes and not errors,
     }
 
 
-def _new_record(entry: discovery.PluginEntry, check: bool) -> dict[str, Any]:
-    record: dict[str, Any] = {"distribution": entry.distribution, "version": entry.version, "provides": {},
-                              "blocked": [], "errors": []}
-    if check:
-        record |= {"plugin_api": None, "available": {}, "unavailable_reason": {}, "device_count": {}}
-    return record
-
-
-def _check(entry: discovery.PluginEntry, record: dict[str, Any]) -> None:
+def _check(entry: discovery.PluginEntry, record: dict[str, Any], plugin: dict[str, Any]) -> None:
     from trellis.selection import load_class
 
     try:
         obj = load_class(entry.role, entry.name) if entry.role in ("accelerator", "cluster_environment") else entry.load()
     except Exception as error:  # a conflict, a failed import, an entry that is not a class: all are reported
-        record["errors"].append(str(error))
+        plugin["error"] = str(error)
         return
     declaration = discovery.declared_plugin_api(entry.value.partition(":")[0])
     if declaration is not None:
@@ -72,16 +72,15 @@ def _check(entry: discovery.PluginEntry, record: dict[str, Any]) -> None:
     if probe is None:
         return
     try:
-        available = getattr(obj, probe)()
-        record["available"][entry.name] = available
+        plugin["available"] = getattr(obj, probe)()
         if entry.role == "accelerator":
-            if available:
-                record["device_count"][entry.name] = obj.device_count()
+            if plugin["available"]:
+                plugin["device_count"] = obj.device_count()
             else:
-                record["unavailable_reason"][entry.name] = obj.unavailable_reason()
+                plugin["unavailable_reason"] = obj.unavailable_reason()
     except Exception as error:  # a plugin's own probe failing is reported, not raised
-        record["errors"].append(f"{entry.role} {entry.name!r}: {probe}() or its companions raised "
-                                f"{type(error).__name__}: {error}")
+        plugin["error"] = (f"{entry.role} {entry.name!r} from {entry.origin}: {probe}() or its companions raised "
+                           f"{type(error).__name__}: {error}")
 
 
 def _clash_record(role: str, name: str, entries: list[discovery.PluginEntry]) -> dict[str, Any]:
@@ -90,27 +89,33 @@ def _clash_record(role: str, name: str, entries: list[discovery.PluginEntry]) ->
     return {
         "role": role,
         "name": name,
-        "distributions": [{"distribution": entry.distribution, "version": entry.version, "value": entry.value}
+        "distributions": [{"distribution": entry.distribution, "version": entry.version, "entry_point": entry.value}
                           for entry in entries],
         "resolved_to": known if known in providers else None,
     }
 
 
-def print_report(report: dict[str, Any], checked: bool) -> None:
+def print_report(report: dict[str, Any]) -> None:
     if report["discovery"] != "on":
         print(f"plugin discovery is off ({discovery.DISABLE_VARIABLE} is set): only the kernel's default "
               "distributions are found")
     if not report["distributions"]:
         print("no Trellis plugin distributions are installed")
     for record in report["distributions"]:
-        api = f" (plugin API {record['plugin_api']})" if checked and record["plugin_api"] is not None else ""
+        api = f" (plugin API {record['plugin_api']})" if record["plugin_api"] is not None else ""
         print(f"{record['distribution']} {record['version']}{api}")
         for role, names in sorted(record["provides"].items()):
-            print(f"  {role}: {', '.join(_with_status(name, record, checked) for name in sorted(names))}")
-        for name, reason in sorted(record.get("unavailable_reason", {}).items()):
-            print(f"    {name} is unavailable here: {reason}")
-        for error in record["errors"]:
-            print(f"  error: {error}")
+            plugins = {plugin["name"]: plugin for plugin in record["plugins"] if plugin["role"] == role}
+            print(f"  {role}: {', '.join(_with_status(plugins[name]) for name in sorted(names))}")
+        unavailable: dict[str, list[str]] = {}  # reason -> names (aliases share one)
+        for plugin in record["plugins"]:
+            if plugin["unavailable_reason"]:
+                unavailable.setdefault(plugin["unavailable_reason"], []).append(plugin["name"])
+        for reason, names in unavailable.items():
+            print(f"    {', '.join(sorted(names))} unavailable here: {reason}")
+        for plugin in record["plugins"]:
+            if plugin["error"]:
+                print(f"  error: {plugin['error']}")
     for clash in report["clashes"]:
         claims = ", ".join(f"{item['distribution']} {item['version']}" for item in clash["distributions"])
         outcome = (f"{clash['resolved_to']} is used, the others are ignored" if clash["resolved_to"]
@@ -119,21 +124,24 @@ def print_report(report: dict[str, Any], checked: bool) -> None:
               f"block one with {discovery.BLOCK_VARIABLE}=<distribution>")
     for problem in report["block_list_problems"]:
         print(f"warning: {problem}")
-    if not checked:
+    if not report["checked"]:
         print("(run with --check to import each plugin and test its availability on this machine)")
 
 
-def _with_status(name: str, record: dict[str, Any], checked: bool) -> str:
-    if name in record["blocked"]:
+def _with_status(plugin: dict[str, Any]) -> str:
+    name = plugin["name"]
+    if plugin["blocked"]:
         return f"{name} (blocked)"
-    if not checked or name not in record["available"]:
-        return name
-    if name in record["device_count"]:
-        count = record["device_count"][name]
+    if plugin["error"]:
+        return f"{name} (error)"
+    if plugin["device_count"] is not None:
+        count = plugin["device_count"]
         return f"{name} (available, {count} device{'s' if count != 1 else ''})"
-    if name in record["unavailable_reason"]:
-        return f"{name} (unavailable)"
-    return f"{name} ({'available' if record['available'][name] else 'not detected'})"
+    if plugin["available"] is None:
+        return name
+    if plugin["role"] == "cluster_environment":
+        return f"{name} ({'detected' if plugin['available'] else 'not detected'})"
+    return f"{name} ({'available' if plugin['available'] else 'unavailable'})"
 
 
 def add_plugins_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -153,5 +161,5 @@ def run_plugins(arguments: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=2)
         print()
     else:
-        print_report(report, arguments.check)
+        print_report(report)
     return 1 if arguments.check and not report["ok"] else 0
