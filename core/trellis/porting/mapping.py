@@ -85,8 +85,9 @@ _HINTS = {
     "lightning.fabric": "Trellis has no Fabric: use trellis.Trainer with a trellis.Module",
     "lightning.pytorch.strategies": "choose the strategy by name (strategy=\"ddp\") or from its plugin package",
 }
-#: Names the `lightning` package re-exports from lightning.pytorch.
-_TOP_LEVEL_REEXPORTS = {"LightningModule", "LightningDataModule", "Trainer", "Callback", "seed_everything"}
+#: Names the `lightning` package re-exports, and the subpackage each comes from.
+_TOP_LEVEL_REEXPORTS = {"LightningModule": "pytorch", "LightningDataModule": "pytorch", "Trainer": "pytorch",
+                        "Callback": "pytorch", "seed_everything": "pytorch", "Fabric": "fabric"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def canonical(path: str) -> str:
     elif parts[0] == "lightning_fabric":
         parts = ["lightning", "fabric", *parts[1:]]
     elif parts[0] == "lightning" and len(parts) > 1 and parts[1] in _TOP_LEVEL_REEXPORTS:
-        parts = ["lightning", "pytorch", *parts[1:]]
+        parts = ["lightning", _TOP_LEVEL_REEXPORTS[parts[1]], *parts[1:]]
     return ".".join(parts)
 
 
