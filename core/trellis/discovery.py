@@ -186,6 +186,11 @@ def refresh() -> None:
     importlib.invalidate_caches()
 
 
+def declared_entries() -> list[PluginEntry]:
+    """Every entry of every installed distribution, blocked or not, whatever the kill switch says."""
+    return list(_installed_entries())
+
+
 def installed_entries(include_blocked: bool = False) -> list[PluginEntry]:
     """Discovered entries; with discovery off, only those of the kernel's own default distributions."""
     entries = _installed_entries()
@@ -205,7 +210,7 @@ def is_blocked(entry: PluginEntry) -> bool:
 
 def unmatched_block_messages() -> list[str]:
     """One message per TRELLIS_BLOCK_PLUGINS entry that names no installed plugin or distribution."""
-    known = {name for entry in _installed_entries() for name in (entry.name, entry.distribution)}
+    known = {name for entry in declared_entries() for name in (entry.name, entry.distribution)}
     by_key = {normalize_distribution(name): name for name in known}
     messages = []
     for blocked in sorted(blocked_names()):
