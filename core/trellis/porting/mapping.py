@@ -164,6 +164,9 @@ def _in_trellis(path: str, package: str) -> Resolution | None:
     rest = path[len(package) + 1:].split(".") if path != package else []
     if not rest:
         return MappedModule(target)
+    if package == "lightning.pytorch":  # its other subpackages have entries of their own, or no counterpart
+        names_here = {name for name, subpackage in _TOP_LEVEL_REEXPORTS.items() if subpackage == "pytorch"}
+        return Mapped(target, RENAMES.get(rest[0], rest[0])) if rest in ([name] for name in names_here) else None
     if package not in _FLAT:
         mirrored = ".".join([target, *rest])
         if module_exists(mirrored):
@@ -171,8 +174,6 @@ def _in_trellis(path: str, package: str) -> Resolution | None:
         parent = ".".join([target, *rest[:-1]])
         if len(rest) > 1 and module_exists(parent) and has_name(parent, rest[-1]):
             return Mapped(parent, rest[-1])
-        if package == "lightning.pytorch" and len(rest) > 1:
-            return None
     name = RENAMES.get(rest[-1], rest[-1])
     if has_name(target, name):
         return Mapped(target, name)
@@ -182,7 +183,7 @@ def _in_trellis(path: str, package: str) -> Resolution | None:
 def _reason(path: str) -> str:
     hint = _HINTS.get(_longest_prefix(path, _HINTS) or "")
     package = _longest_prefix(path, MODULES)
-    if package is not None and package != path and not hint:
+    if package not in (None, "lightning.pytorch", path) and not hint:
         return f"{path}: {MODULES[package]} has no {path.rpartition('.')[2]}"
     return f"{path} has no Trellis counterpart" + (f": {hint}" if hint else "")
 
