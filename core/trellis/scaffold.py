@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as metadata
 import os
 import re
 import string
 import sys
 from pathlib import Path
 
-from trellis.discovery import GROUPS
+from trellis import discovery
+from trellis.discovery import GROUPS, PLUGIN_API_VERSION
 from trellis.errors import ConfigurationError
 from trellis.scaffold_templates import plugins, project, tests
 
@@ -37,6 +39,7 @@ def scaffold(role: str, name: str, directory: str | os.PathLike = ".") -> Path:
             f"plugin name {name!r} is not usable: use lowercase letters, digits, '-' or '_', starting with a letter "
             "(e.g. acme or acme-npu)"
         )
+    _refuse_taken(role, name, f"trellis-{name}")
     ident = name.replace("-", "_")
     values = {
         "name": name,
@@ -49,15 +52,19 @@ def scaffold(role: str, name: str, directory: str | os.PathLike = ".") -> Path:
         "package": f"trellis_{ident}",
         "cls": "".join(part.capitalize() for part in re.split(r"[-_]", name)) + _CLASS_SUFFIX[role],
         "env_prefix": ident.upper(),
+        "plugin_api": str(PLUGIN_API_VERSION),
+        "trellis_requirement": _trellis_requirement(),
     }
     root = Path(directory) / values["distribution"]
     if root.exists() and any(root.iterdir()):
         raise ConfigurationError(f"{root} already exists and is not empty: choose another --dir or remove it")
     values["usage"] = "import trellis\n\n" + _render(project.USAGE[role], values)
     values["flags"] = _render(tests.TRAIN_FLAGS.get(role, ""), values)
+    values["third_party_imports"], values["kit_imports"] = tests.IMPORTS.get(role, ("", ""))
     files = {
         "pyproject.toml": project.PYPROJECT,
         "README.md": project.README,
+        ".gitignore": project.GITIGNORE,
         f"{values['package']}/__init__.py": plugins.MODULES[role],
         f"tests/test_{ident}_{role}.py": tests.HEADER + tests.BODIES[role],
     }
@@ -66,6 +73,39 @@ def scaffold(role: str, name: str, directory: str | os.PathLike = ".") -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_render(template, values))
     return root
+
+
+def _refuse_taken(role: str, name: str, distribution: str) -> None:
+    """A name another distribution provides (or is known to provide) would clash; a distribution name in use
+    would make pip replace the installed one."""
+    for entry in discovery.declared_entries():
+        if entry.role == role and entry.name == name:
+            raise ConfigurationError(
+                f"the {role.replace('_', ' ')} name {name!r} is already provided by {entry.origin}: a second plugin "
+                f"under it would clash with that one. Choose another name (e.g. acme-{name})"
+            )
+    provider = discovery.KNOWN_PROVIDERS.get((role, name))
+    if provider is not None:
+        raise ConfigurationError(
+            f"the {role.replace('_', ' ')} name {name!r} belongs to the distribution {provider}, which would win "
+            f"against yours wherever both are installed. Choose another name (e.g. acme-{name})"
+        )
+    try:
+        installed = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return
+    raise ConfigurationError(
+        f"the distribution {distribution} is already installed ({installed.version}): installing the scaffold "
+        f"would replace it. Choose another name (e.g. acme-{name})"
+    )
+
+
+def _trellis_requirement() -> str:
+    """The trellis versions a plugin built against this one is compatible with: this minor release series."""
+    from trellis import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return f"trellis>={major}.{minor},<{major}.{minor + 1}"
 
 
 def _render(template: str, values: dict[str, str]) -> str:

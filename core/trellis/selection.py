@@ -5,28 +5,28 @@ The kernel asks the chosen plugins what they can do; it never tests for a partic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from trellis import discovery
-from trellis.errors import ConfigurationError, PluginLoadError
-from trellis.roles import (
-    Accelerator,
-    CheckpointIO,
-    ClusterEnvironment,
-    Logger,
-    Precision,
-    SingleDeviceStrategy,
-    Strategy,
-)
-from trellis.roles.accelerator import DevicesArg
+from trellis.errors import ConfigurationError, PluginConflictError, PluginLoadError, PluginNotFoundError
+from trellis.roles.accelerator import Accelerator, DevicesArg
+from trellis.roles.checkpoint_io import CheckpointIO
+from trellis.roles.cluster_environment import ClusterEnvironment
+from trellis.roles.logger import Logger
+from trellis.roles.precision import Precision
+from trellis.roles.strategy import SingleDeviceStrategy, Strategy
 from trellis.utils.rank_zero import warn_once
+
+log = logging.getLogger(__name__)
 
 #: kernel-provided implementations, available even with discovery off.
 BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {"single_device": SingleDeviceStrategy}
 DEFAULT_PRECISION = "32-true"
 DEFAULT_CHECKPOINT_IO = "torch"
+DEFAULT_LOGGER = "csv"
 _ROLE_CLASSES: dict[str, type] = {
     "accelerator": Accelerator,
     "strategy": Strategy,
@@ -51,7 +51,9 @@ class Selection:
 
 
 def sort_plugin_objects(plugins: Sequence[Any]) -> dict[str, Any]:
-    """Sort `Trainer(plugins=[...])` by role; objects of no role are hook plugins."""
+    """Sort `Trainer(plugins=[...])` by role; objects of no role that implement hooks are hook plugins."""
+    from trellis.callback_loading import implemented_hooks
+
     by_role: dict[str, Any] = {"logger": [], "hook": []}
     for plugin in plugins:
         if isinstance(plugin, str):
@@ -60,6 +62,12 @@ def sort_plugin_objects(plugins: Sequence[Any]) -> dict[str, Any]:
                 "(accelerator=, strategy=, precision=, logger=)"
             )
         role = next((role for role, cls in _ROLE_CLASSES.items() if isinstance(plugin, cls)), "hook")
+        if role == "hook" and not implemented_hooks(plugin):
+            raise ConfigurationError(
+                f"plugins= got {plugin!r}, which fills no plugin role (it subclasses none of trellis.plugin's "
+                f"{', '.join(cls.__name__ for cls in _ROLE_CLASSES.values())}) and implements no hook: pass role "
+                "objects, or objects with hook methods (docs/hooks.md)"
+            )
         if role in ("logger", "hook"):
             by_role[role].append(plugin)
         elif role in by_role:
@@ -72,55 +80,150 @@ def sort_plugin_objects(plugins: Sequence[Any]) -> dict[str, Any]:
     return by_role
 
 
+def load_class(role: str, name: str) -> type:
+    """The class registered under a name, for roles the kernel asks before building (accelerator, logger, ...)."""
+    return _class_of(discovery.find(role, name))
+
+
+def build(role: str, name: str) -> Any:
+    """The object a name's class or factory builds with no arguments, checked against the role."""
+    entry = discovery.find(role, name)
+    built = entry.load()()
+    base = _ROLE_CLASSES[role]
+    if not isinstance(built, base):
+        raise PluginLoadError(
+            f"{role} plugin {name!r} from distribution {entry.origin} ({entry.value}) built a "
+            f"{type(built).__qualname__}, not a trellis.plugin.{base.__name__}: its author fixes the entry point"
+        )
+    return built
+
+
+def _class_of(entry: discovery.PluginEntry) -> type:
+    obj = entry.load()
+    base = _ROLE_CLASSES[entry.role]
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginLoadError(
+            f"{entry.role} plugin {entry.name!r} from distribution {entry.origin} points at {obj!r} ({entry.value}), "
+            f"not a subclass of trellis.plugin.{base.__name__}: the kernel reads the class before building it, so "
+            "its author points the entry point at the class"
+        )
+    return obj
+
+
 def resolve_accelerator(accelerator: str | Accelerator) -> Accelerator:
     if isinstance(accelerator, Accelerator):
         return accelerator
     if accelerator == "auto":
         return _auto_accelerator()
-    cls = discovery.load("accelerator", accelerator)
+    cls = load_class("accelerator", accelerator)
     if not cls.is_available():
         raise ConfigurationError(f"accelerator={accelerator!r} is not available: {cls.unavailable_reason()}")
     return cls()
 
 
 def _auto_accelerator() -> Accelerator:
-    chosen = _best_detected("accelerator", lambda cls: cls.is_available())
+    chosen, passed_over = _best_detected("accelerator", "is_available", _unavailable_reason)
     if chosen is None:
+        found = "; ".join(passed_over) or "none is installed"
+        installed = {entry.name for entry in discovery.installed_entries(include_blocked=True)
+                     if entry.role == "accelerator"}
+        hint = "" if "cpu" in installed else " (or pip install trellis-cpu)"
         raise ConfigurationError(
-            "accelerator='auto' found no available accelerator plugin: install one (pip install trellis-cpu) or pass "
-            "an Accelerator object"
+            f"accelerator='auto' found no available accelerator ({found}): pass an Accelerator object, e.g. "
+            f"Trainer(accelerator=CPUAccelerator()) with `from trellis_cpu import CPUAccelerator`{hint}"
         )
-    return chosen()
+    entry, cls = chosen
+    log.info("accelerator='auto' chose %r (%s, auto_priority %s)%s", entry.name, entry.origin, cls.auto_priority,
+             f"; passed over: {'; '.join(passed_over)}" if passed_over else "")
+    return cls()
+
+
+def _unavailable_reason(cls: type[Accelerator]) -> str:
+    try:
+        return f"unavailable: {cls.unavailable_reason()}"
+    except Exception as error:  # a broken reason must not hide the others
+        return f"unavailable (its unavailable_reason() raised {type(error).__name__}: {error})"
 
 
 def detect_cluster_environment() -> ClusterEnvironment | None:
-    """The installed cluster environment that recognises this process's environment, if any."""
-    chosen = _best_detected("cluster_environment", lambda cls: cls.detect())
-    return chosen() if chosen is not None else None
+    """The installed cluster environment that recognises this process's environment, if any.
 
-
-def _best_detected(role: str, probe: Any) -> Any:
-    """Of a role's installed classes, the one with the highest auto_priority that passes `probe`.
-
-    Only these descriptors are imported; one that fails to import is reported and skipped.
+    One whose import, detect() or construction fails is skipped with a warning: a broken environment that
+    does not apply must not stop training, nor turn a preemption's exit into a crash.
     """
-    found = {}
+    chosen, _ = _best_detected("cluster_environment", "detect", lambda cls: "not detected")
+    if chosen is None:
+        return None
+    entry, cls = chosen
+    try:
+        return cls()
+    except Exception as error:  # the environment's own code failing
+        _skip_warning(entry, f"building it raised {type(error).__name__}: {error}")
+        return None
+
+
+def _best_detected(
+    role: str, probe: str, why_not: Callable[[type], str]
+) -> tuple[tuple[discovery.PluginEntry, type] | None, list[str]]:
+    """Of a role's installed classes that pass `probe`, the one with the highest auto_priority, and why the
+    others were passed over. Only these classes are imported; one that is broken is skipped with a warning."""
+    passing: dict[type, tuple[int, discovery.PluginEntry]] = {}
+    passed_over: list[str] = []
+    seen: set[type] = set()
     for name in discovery.names(role):
         try:
-            cls = discovery.load(role, name)
-        except PluginLoadError as error:
-            warn_once(str(error))
+            entry = discovery.find(role, name)
+            cls = _class_of(entry)
+        except (PluginConflictError, PluginLoadError, PluginNotFoundError) as error:
+            warn_once(f"{role}='auto' skips {name!r}: {error}")
+            passed_over.append(f"{name!r}: broken (see its warning)")
             continue
-        if cls not in found and probe(cls):
-            found[cls] = cls.auto_priority
-    return max(found, key=found.__getitem__) if found else None
+        if cls in seen:  # another name (alias) of a class already asked
+            continue
+        seen.add(cls)
+        try:
+            priority = cls.auto_priority
+            if not isinstance(priority, int):
+                raise TypeError(f"its auto_priority is {priority!r}, not an int")
+            applies = getattr(cls, probe)()
+            if not isinstance(applies, bool):
+                raise TypeError(f"{probe}() returned {applies!r}, not a bool")
+        except Exception as error:  # the plugin's own probe failing is its problem, not this run's
+            _skip_warning(entry, f"{type(error).__name__}: {error}")
+            passed_over.append(f"{name!r} ({entry.origin}): {probe}() failed")
+            continue
+        if applies:
+            passing[cls] = (priority, entry)
+        else:
+            passed_over.append(f"{name!r} ({entry.origin}): {why_not(cls)}")
+    if not passing:
+        return None, passed_over
+    best = max(passing, key=lambda cls: passing[cls][0])
+    for cls, (priority, entry) in passing.items():
+        if cls is not best:
+            passed_over.append(f"{entry.name!r} ({entry.origin}): lower auto_priority {priority}")
+    return (passing[best][1], best), passed_over
+
+
+def _skip_warning(entry: discovery.PluginEntry, why: str) -> None:
+    warn_once(
+        f"{entry.role} plugin {entry.name!r} from distribution {entry.origin} is skipped: {why}. Nothing chose it "
+        f"by name, so this run goes on without it; report it to its author, or block it with "
+        f"{discovery.BLOCK_VARIABLE}={entry.distribution}."
+    )
 
 
 def _resolve_named(role: str, value: Any, default: str) -> Any:
     if isinstance(value, _ROLE_CLASSES[role]):
         return value
-    name = default if value in (None, "auto") else str(value)
-    return discovery.load(role, name)()
+    if value not in (None, "auto"):
+        return build(role, str(value))
+    try:
+        return build(role, default)
+    except PluginNotFoundError as error:
+        raise PluginNotFoundError(
+            f"{error} {default!r} is the default {role}; or pass a {_ROLE_CLASSES[role].__name__} object in plugins=[...]"
+        ) from None
 
 
 def resolve_strategy(strategy: str | Strategy, accelerator: Accelerator, device_count: int) -> Strategy:
@@ -131,7 +234,7 @@ def resolve_strategy(strategy: str | Strategy, accelerator: Accelerator, device_
                     else accelerator.default_single_device_strategy)
     if strategy in BUILTIN_STRATEGIES:
         return BUILTIN_STRATEGIES[strategy]()
-    return discovery.load("strategy", strategy)()
+    return build("strategy", strategy)
 
 
 def select(
@@ -173,17 +276,27 @@ def resolve_loggers(logger: Any, root_dir: str) -> list[Logger]:
     if logger is False or logger is None:
         return []
     if logger is True:
-        logger = "csv"
+        try:
+            return [load_class("logger", DEFAULT_LOGGER).from_trainer(root_dir)]
+        except PluginNotFoundError as error:
+            raise PluginNotFoundError(
+                f"{error} {DEFAULT_LOGGER!r} is the default logger; or pass logger=False, or a Logger object"
+            ) from None
     items = logger if isinstance(logger, (list, tuple)) else [logger]
     resolved = []
     for item in items:
         if isinstance(item, Logger):
             resolved.append(item)
         elif isinstance(item, str):
-            resolved.append(discovery.load("logger", item).from_trainer(root_dir))
+            resolved.append(load_class("logger", item).from_trainer(root_dir))
         else:
             raise ConfigurationError(
                 f"logger={item!r} is neither a logger name, a Logger object, True nor False: "
-                f"pass one of {discovery.names('logger')} or a trellis.roles.Logger"
+                f"pass one of {discovery.names('logger')} or a trellis.plugin.Logger"
             )
     return resolved
+
+
+def default_checkpoint_io() -> CheckpointIO:
+    """The checkpoint IO for reading checkpoints without a Trainer (found even with discovery off)."""
+    return _resolve_named("checkpoint_io", None, DEFAULT_CHECKPOINT_IO)

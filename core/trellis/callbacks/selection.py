@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trellis import discovery
+from trellis.callback_loading import resolve_callbacks
 from trellis.callbacks.base import Callback
 
 
@@ -14,9 +14,7 @@ class CallbackSet:
 
     def __init__(self, given: Sequence[Any] | Any | None, progress_bar: bool, summary: bool, checkpointing: bool,
                  refresh_rate: int = 1, summary_depth: int = 1) -> None:
-        items = list(given) if isinstance(given, (list, tuple)) else ([given] if given is not None else [])
-        self.user: list[Callback] = [discovery.load("callback", item)() if isinstance(item, str) else item
-                                     for item in items]
+        self.user: list[Callback] = resolve_callbacks(given)
         self.defaults = _default_callbacks(progress_bar, summary, checkpointing, refresh_rate, summary_depth)
 
     def for_module(self, module: Any | None) -> list[Callback]:

@@ -1,19 +1,40 @@
-"""The interfaces a plugin implements, one per role."""
+"""The interfaces a plugin implements, one per role; plugins import them from `trellis.plugin`.
 
-from trellis.roles.accelerator import Accelerator
-from trellis.roles.checkpoint_io import CheckpointIO
-from trellis.roles.cluster_environment import ClusterEnvironment
-from trellis.roles.logger import Logger
-from trellis.roles.precision import Precision
-from trellis.roles.strategy import Launcher, SingleDeviceStrategy, Strategy
+Importing a role from `trellis.roles` still works for one release and warns (DeprecationWarning) with the
+new import; the kernel's own modules are not warned about.
+"""
 
-__all__ = [
-    "Accelerator",
-    "CheckpointIO",
-    "ClusterEnvironment",
-    "Launcher",
-    "Logger",
-    "Precision",
-    "SingleDeviceStrategy",
-    "Strategy",
-]
+from __future__ import annotations
+
+import sys
+import warnings
+from importlib import import_module
+
+#: role interface -> the module that defines it.
+_DEFINED_IN = {
+    "Accelerator": "trellis.roles.accelerator",
+    "CheckpointIO": "trellis.roles.checkpoint_io",
+    "ClusterEnvironment": "trellis.roles.cluster_environment",
+    "Launcher": "trellis.roles.strategy",
+    "Logger": "trellis.roles.logger",
+    "Precision": "trellis.roles.precision",
+    "SingleDeviceStrategy": "trellis.roles.strategy",
+    "Strategy": "trellis.roles.strategy",
+}
+
+__all__ = sorted(_DEFINED_IN)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _DEFINED_IN:
+        raise AttributeError(f"module 'trellis.roles' has no attribute {name!r}")
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    # importlib probes the name before the importing statement reads it: warn once, at that statement
+    if caller != "trellis" and not caller.startswith(("trellis.", "importlib")):
+        warnings.warn(
+            f"importing {name} from trellis.roles is deprecated and stops working in the next release: "
+            f"use `from trellis.plugin import {name}`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return getattr(import_module(_DEFINED_IN[name]), name)

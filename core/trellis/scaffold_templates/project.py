@@ -1,4 +1,4 @@
-"""The distribution around a scaffolded plugin: pyproject.toml and README.md."""
+"""The distribution around a scaffolded plugin: pyproject.toml, README.md and .gitignore."""
 
 PYPROJECT = '''[build-system]
 requires = ["setuptools>=68"]
@@ -10,7 +10,8 @@ version = "0.1.0"
 description = "Trellis ${role_words} plugin: ${name}."
 readme = "README.md"
 requires-python = ">=3.10"
-dependencies = ["trellis"]
+# The trellis releases providing the plugin API this was built for (TRELLIS_PLUGIN_API in the package).
+dependencies = ["${trellis_requirement}"]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -66,6 +67,17 @@ python -m build && python -m twine upload dist/*
 ```
 
 Users then `pip install ${distribution}`; `trellis plugins` lists `${name}` under ${role_words}.
+'''
+
+GITIGNORE = '''__pycache__/
+*.egg-info/
+build/
+dist/
+.pytest_cache/
+.venv/
+# what a Trainer writes when you try the plugin from this folder
+trellis_logs/
+*.ckpt
 '''
 
 USAGE = {

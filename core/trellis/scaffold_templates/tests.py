@@ -4,16 +4,16 @@ HEADER = '''"""Tests of the ${name} ${role_words} plugin; the Trellis conformanc
 
 from __future__ import annotations
 
-import trellis
-from trellis import discovery
-from trellis.testing.workload import TinyRegression, make_loader, trainer_flags
+${third_party_imports}import trellis
+from trellis.plugin import load_plugin, plugin_names
+${kit_imports}from trellis.testing.workload import TinyRegression, make_loader, trainer_flags
 
 from ${package} import ${cls}
 
 
 def test_installed_under_its_name():
-    assert "${name}" in discovery.names("${role}")
-    assert discovery.load("${role}", "${name}") is ${cls}
+    assert "${name}" in plugin_names("${role}")
+    assert load_plugin("${role}", "${name}") is ${cls}
 '''
 
 TRAIN = '''
@@ -33,6 +33,16 @@ def test_trainer_runs_on_${ident}_devices(tmp_path):
     trainer = trellis.Trainer(**trainer_flags(tmp_path, accelerator="${name}", devices=1))
     assert isinstance(trainer.accelerator, ${cls})
     assert trainer.strategy.root_device == ${cls}().device(0)
+
+
+@pytest.mark.skipif(
+    ${cls}.device_count() < 2,
+    reason="DDP needs two ${name} devices: run `${env_prefix}_STANDIN_DEVICES=2 pytest` to train on two stand-in "
+    "devices (the host CPU) until the ${name} runtime is wired in",
+)
+def test_ddp_keeps_the_ranks_identical():
+    ddp = next(check for check in checks_for("accelerator") if check.id == "ddp")
+    run_check(ddp, Subject(Target.parse("accelerator:${name}")))
 ''',
     "strategy": TRAIN,
     "precision": TRAIN,
@@ -74,6 +84,9 @@ def test_sees_every_step(tmp_path):
     assert callback.steps_seen == 3
 ''',
 }
+
+#: imports only some roles' tests use: (before `import trellis`, the kit's beside the workload's).
+IMPORTS = {"accelerator": ("import pytest\n\n", "from trellis.testing import Subject, Target, checks_for, run_check\n")}
 
 #: Trainer flags that choose the plugin, per role, for the TRAIN test.
 TRAIN_FLAGS = {

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trellis.testing import contract_checks, role_checks, training_checks
+from trellis.testing import contract_checks, precision_checks, role_checks, training_checks
 from trellis.testing.subject import Subject
 
 
@@ -41,7 +41,13 @@ CHECKS: dict[str, list[Check]] = {
         Check("ddp", training_checks.check_ddp),
     ],
     "strategy": [*_CONTRACT, *_TRAIN],
-    "precision": [*_CONTRACT, *_STATE, *_TRAIN],
+    "precision": [
+        *_CONTRACT,
+        *_STATE,
+        *_TRAIN,
+        Check("optimizer_step", precision_checks.check_optimizer_step),
+        Check("ddp", precision_checks.check_ddp),
+    ],
     "logger": [*_CONTRACT, *_STATE, *_TRAIN],
     "checkpoint_io": [
         *_CONTRACT,

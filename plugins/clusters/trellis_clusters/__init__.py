@@ -2,3 +2,5 @@
 
 Each module is one environment and imports nothing heavy, so detecting them under "auto" is cheap.
 """
+
+TRELLIS_PLUGIN_API = 1

@@ -11,6 +11,8 @@ from trellis.errors import ConfigurationError
 from trellis.roles import Accelerator
 from trellis.roles.accelerator import DevicesArg
 
+TRELLIS_PLUGIN_API = 1
+
 
 class CPUAccelerator(Accelerator):
     """`devices=N` on CPU means N processes (for DDP); one process is the default."""

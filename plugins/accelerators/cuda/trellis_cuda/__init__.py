@@ -2,4 +2,6 @@
 
 from trellis_cuda.accelerator import CUDAAccelerator
 
+TRELLIS_PLUGIN_API = 1
+
 __all__ = ["CUDAAccelerator"]

@@ -91,6 +91,24 @@ class CUDAAccelerator(Accelerator):
             "out_of_memory_count": float(stats.get("num_ooms", 0)),
         }
 
+    def rng_state(self) -> dict[str, Any]:
+        """The generator state of every visible GPU, for exact resume; empty while CUDA is not initialised.
+
+        A process that never touched CUDA has drawn nothing from its generators, and asking for their state
+        would initialise CUDA (and take GPU memory) only to save the seeds' defaults.
+        """
+        if not torch.cuda.is_initialized():
+            return {}
+        return {"cuda": torch.cuda.get_rng_state_all()}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore what rng_state() returned; devices beyond those saved or those visible keep their state."""
+        generators = state.get("cuda")
+        if not generators or not torch.cuda.is_available():
+            return
+        for index, generator in enumerate(generators[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(generator.cpu(), index)
+
     def teardown(self) -> None:
         """Restore the global settings setup_device changed and return cached memory to the driver."""
         if self._saved_settings is not None:

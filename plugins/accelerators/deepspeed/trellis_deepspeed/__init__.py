@@ -8,6 +8,8 @@ from __future__ import annotations
 from trellis_deepspeed.checkpoint import convert_to_fp32_checkpoint, fp32_state_dict
 from trellis_deepspeed.strategy import DeepSpeedStrategy
 
+TRELLIS_PLUGIN_API = 1
+
 __all__ = [
     "DeepSpeedStrategy",
     "convert_to_fp32_checkpoint",

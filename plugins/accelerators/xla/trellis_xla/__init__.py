@@ -3,4 +3,6 @@
 from trellis_xla.accelerator import XLAAccelerator
 from trellis_xla.strategy import XLAStrategy
 
+TRELLIS_PLUGIN_API = 1
+
 __all__ = ["XLAAccelerator", "XLAStrategy"]

@@ -8,6 +8,7 @@ import os
 import pickle
 import random
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,62 @@ def test_metadata_that_would_run_code_is_refused_unless_trusted(tmp_path: Path) 
     with pytest.raises(CheckpointError, match="posix.system|os.system"):
         io.load_checkpoint(tmp_path / "last.ckpt")
     assert not marker.exists()
+
+
+def test_a_damaged_metadata_or_state_file_is_never_called_unsafe(tmp_path: Path) -> None:
+    io = DCPCheckpointIO()
+    io.save_checkpoint(checkpoint(), tmp_path / "last.ckpt")
+    noise = random.Random(3)
+    metadata, state = tmp_path / "last.ckpt" / ".metadata", tmp_path / "last.ckpt" / "trellis.rank0.pt"
+    original = state.read_bytes()
+    state.write_bytes(original[: len(original) // 2])
+    with pytest.raises(CheckpointError, match="trellis.rank0.pt' is damaged or truncated") as caught:
+        io.load_checkpoint(tmp_path / "last.ckpt")
+    assert "weights_only" not in str(caught.value) and "another checkpoint" in str(caught.value)
+    state.write_bytes(original)
+    for _ in range(10):
+        metadata.write_bytes(noise.randbytes(noise.randrange(1, 4000)))
+        with pytest.raises(CheckpointError, match="damaged") as caught:
+            io.load_checkpoint(tmp_path / "last.ckpt")
+        assert "weights_only" not in str(caught.value)
+
+
+def test_what_killed_saves_left_is_removed_on_the_next_start_and_resume_and_nothing_else(tmp_path: Path) -> None:
+    io = DCPCheckpointIO()
+    io.save_checkpoint(checkpoint(), tmp_path / "last.ckpt")
+    kept = checkpoint()
+    io.save_checkpoint(kept, tmp_path / "epoch=1.ckpt")
+    # a save killed before its commit, one killed between making the link and renaming it, user files
+    killed = [".epoch=2.ckpt.dcp-0123456789ab", ".last.ckpt.dcp-abcdef012345"]
+    for name in killed:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__0_0.distcp").write_bytes(b"partial shard")
+    os.symlink(".last.ckpt.dcp-abcdef012345", tmp_path / ".last.ckpt.dcp-abcdef012345.link")
+    others = [".notes.dcp-xyz", "notes.txt", ".last.ckpt.dcp-0123"]
+    for name in others:
+        (tmp_path / name).write_text("user file")
+    committed = sorted(os.listdir(tmp_path))
+
+    DCPCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")  # a resume
+    assert sorted(os.listdir(tmp_path)) == sorted(set(committed) - {*killed, ".last.ckpt.dcp-abcdef012345.link"})
+    for name in others:
+        assert (tmp_path / name).read_text() == "user file"
+
+    (tmp_path / killed[0]).mkdir()
+    DCPCheckpointIO().save_checkpoint(checkpoint(), tmp_path / "other.ckpt")  # a new run's first save
+    assert not (tmp_path / killed[0]).exists()
+    assert_same(kept, DCPCheckpointIO().load_checkpoint(tmp_path / "epoch=1.ckpt"))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_files_get_the_permissions_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        DCPCheckpointIO().save_checkpoint(checkpoint(), tmp_path / "last.ckpt")
+    finally:
+        os.umask(previous)
+    files = [Path(root, name) for root, _, names in os.walk(tmp_path / "last.ckpt") for name in names]
+    assert files and all(stat.S_IMODE(os.stat(file).st_mode) == mode for file in files)
 
 
 # -- two gloo processes ----------------------------------------------------------------------------

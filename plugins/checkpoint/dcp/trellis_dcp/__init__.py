@@ -2,4 +2,6 @@
 
 from trellis_dcp.checkpoint_io import DCPCheckpointIO
 
+TRELLIS_PLUGIN_API = 1
+
 __all__ = ["DCPCheckpointIO"]

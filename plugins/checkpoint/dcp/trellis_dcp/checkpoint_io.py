@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pickle
 import re
 import shutil
 import threading
 import uuid
 import warnings
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -33,6 +35,11 @@ SAFE_TYPES: list[Any] = [argparse.Namespace]
 METADATA_FILE = ".metadata"
 #: seconds to wait for an asynchronous save before giving up with an error.
 DEFAULT_WAIT_TIMEOUT = 1800.0
+#: the hidden directory a save writes into, and the link made to commit it.
+_STAGING = re.compile(r"\..+\.dcp-[0-9a-f]{12}(\.link)?")
+#: what weights-only unpickling says when it refuses a class or function.
+_REFUSED = re.compile(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>")
+_RESUME_ELSEWHERE = "It cannot be repaired: resume from another checkpoint, or start without ckpt_path."
 
 
 class DCPCheckpointIO(CheckpointIO):
@@ -50,6 +57,7 @@ class DCPCheckpointIO(CheckpointIO):
         self.wait_timeout = wait_timeout
         self._pending: _PendingSave | None = None
         self._save_group: Any = None
+        self._cleaned: set[str] = set()
 
     # -- saving -------------------------------------------------------------------------------
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
@@ -65,6 +73,9 @@ class DCPCheckpointIO(CheckpointIO):
             )
         rank = _rank()
         staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.dcp-{_shared_token()}")
+        if rank == 0 and os.path.dirname(path) not in self._cleaned:
+            remove_stale_staging(os.path.dirname(path), keep=os.path.basename(staging))
+            self._cleaned.add(os.path.dirname(path))
         tensors, rest, places = split_tensors(checkpoint)
         os.makedirs(staging, exist_ok=True)
         _write_rest({"rest": rest, "places": places}, os.path.join(staging, f"trellis.rank{rank}.pt"))
@@ -122,9 +133,19 @@ class DCPCheckpointIO(CheckpointIO):
                 f"no DCP checkpoint at {directory!r} (a directory with a {METADATA_FILE} file): check the path "
                 "(ckpt_path=...), or load single-file checkpoints with the 'torch' checkpoint IO"
             )
+        if _rank() == 0:
+            remove_stale_staging(os.path.dirname(os.path.abspath(directory)))
         saved = _read_rest(directory, _rank(), weights_only)
         reader = SafeFileSystemReader(directory, weights_only=weights_only)
-        metadata = reader.read_metadata()
+        try:
+            metadata = reader.read_metadata()
+        except CheckpointError:
+            raise
+        except Exception as error:
+            raise CheckpointError(
+                f"the DCP checkpoint {directory!r} has a damaged {METADATA_FILE} file ({_describe(error)}). "
+                f"{_RESUME_ELSEWHERE}"
+            ) from error
         targets = tensors_by_key(template or {})
         tensors: dict[str, torch.Tensor] = {}
         for key in saved["places"]:
@@ -244,10 +265,40 @@ def _read_rest(directory: str, rank: int, weights_only: bool) -> dict[str, Any]:
         with torch.serialization.safe_globals(SAFE_TYPES):
             return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as error:
-        raise CheckpointError(
-            f"{path!r} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
-            "If it holds objects beyond tensors and plain types and you trust it, load with weights_only=False"
-        ) from error
+        refused = _REFUSED.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if refused and zipfile.is_zipfile(path):  # an intact file: the object really is refused
+            raise CheckpointError(
+                f"{path!r} holds an object of type {refused.group(1) or refused.group(2)}, and loading it would run "
+                "that type's code, so weights-only loading refused it. If you trust the checkpoint, load it with "
+                "weights_only=False"
+            ) from error
+        raise CheckpointError(f"{path!r} is damaged or truncated ({_describe(error)}). {_RESUME_ELSEWHERE}") from error
+
+
+def remove_stale_staging(directory: str, keep: str = "") -> list[str]:
+    """Delete what killed saves left in `directory`: hidden `.NAME.dcp-<token>` directories that no checkpoint
+    link points at (and half-made `.link`s), except `keep`, the save in progress. Nothing else is touched."""
+    try:
+        entries = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    linked = {os.path.basename(os.readlink(os.path.join(directory, entry))) for entry in entries
+              if os.path.islink(os.path.join(directory, entry)) and not _STAGING.fullmatch(entry)}
+    removed = []
+    for entry in entries:
+        if not _STAGING.fullmatch(entry) or entry in linked or entry == keep:
+            continue
+        leftover = os.path.join(directory, entry)
+        if os.path.islink(leftover) or os.path.isfile(leftover):
+            os.unlink(leftover)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0]}" if str(error).strip() else type(error).__name__
 
 
 def _commit(staging: str, path: str) -> None:

@@ -33,6 +33,11 @@ class _MetadataUnpickler(pickle.Unpickler):
         allowed = name in _METADATA_TYPES.get(module, ())
         if module == "torch":
             allowed = name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)
+        if not allowed and not all(part.isidentifier() for part in (*module.split("."), name)):
+            raise CheckpointError(
+                f"the checkpoint's DCP metadata is damaged (it names {module!r}.{name!r}, no Python name): resume "
+                "from another checkpoint, or start without ckpt_path"
+            )
         if not allowed:
             raise CheckpointError(
                 f"the checkpoint's DCP metadata refers to {module}.{name}, which weights-only loading refuses since "

@@ -43,7 +43,7 @@ def test_a_reader_never_sees_a_partial_file_when_the_writer_is_killed_mid_write(
         checkpoint = io.load_checkpoint(path)
         assert torch.equal(checkpoint["weights"], torch.full((4_000_000,), float(checkpoint["version"])))
     leftovers = [name for name in os.listdir(tmp_path) if name != "model.ckpt"]
-    assert all(name.endswith(".tmp") for name in leftovers)  # only orphaned temporaries of killed writes
+    assert all(name.endswith(".tmp") for name in leftovers)  # temporaries of killed writes, removed by the next run
 
 
 def test_saving_replaces_the_previous_checkpoint_only_when_complete(tmp_path):
@@ -67,7 +67,7 @@ def test_truncated_file_is_refused_with_a_clear_error(tmp_path):
     io.save_checkpoint({"weights": torch.randn(1000)}, path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="is truncated"):
         io.load_checkpoint(path)
 
 
@@ -87,7 +87,7 @@ def test_loading_is_weights_only_and_says_how_to_opt_in_for_a_trusted_file(tmp_p
     io = TorchCheckpointIO()
     path = tmp_path / "model.ckpt"
     io.save_checkpoint({"object": Arbitrary()}, path)
-    with pytest.raises(CheckpointError, match="weights_only=False"):
+    with pytest.raises(CheckpointError, match="Arbitrary.*weights_only=False"):
         io.load_checkpoint(path)
     assert io.load_checkpoint(path, weights_only=False)["object"].value == 3
 

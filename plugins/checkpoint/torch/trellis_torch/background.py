@@ -32,6 +32,8 @@ class BackgroundWriter:
         path, future = self._pending
         self._pending = None
         error = future.exception()
+        if isinstance(error, CheckpointError):  # already names the path, the cause and the fix
+            raise CheckpointError(f"an asynchronous checkpoint write failed: {error}") from error
         if error is not None:
             raise CheckpointError(
                 f"the asynchronous checkpoint write to {path!r} failed ({type(error).__name__}: {error}). "

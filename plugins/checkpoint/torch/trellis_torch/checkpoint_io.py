@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import zipfile
 from typing import Any
 
 import torch
 
-from trellis.errors import CheckpointError
 from trellis.roles import CheckpointIO
 from trellis.roles.checkpoint_io import PathLike
 from trellis_torch.background import BackgroundWriter
+from trellis_torch.diagnosis import load_failed, not_a_checkpoint
 from trellis_torch.snapshot import snapshot
-from trellis_torch.storage import storage_for
+from trellis_torch.storage import FsspecStorage, LocalStorage, storage_for
 
 #: types besides tensors and plain containers that Trellis checkpoints hold (hyperparameters).
 SAFE_TYPES: list[Any] = [argparse.Namespace]
@@ -38,33 +36,34 @@ class TorchCheckpointIO(CheckpointIO):
     def __init__(self, async_save: bool = False) -> None:
         self.async_save = async_save
         self._writer = BackgroundWriter()
+        self._cleaned: set[str] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
         path = os.fspath(path)
         storage = storage_for(path)
         if not self.async_save:
+            self._clean_once(path, storage)
             storage.write(lambda file: torch.save(checkpoint, file))
             return
         self._writer.wait()
+        self._clean_once(path, storage)
         copied = snapshot(checkpoint)
         self._writer.submit(path, lambda: storage.write(lambda file: torch.save(copied, file)))
 
     def load_checkpoint(self, path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
         path = os.fspath(path)
         self._writer.wait_for(path)
-        source = storage_for(path).source()
+        storage = storage_for(path)
+        source = storage.source()
+        storage.remove_stale_temporaries()
         try:
             with torch.serialization.safe_globals(SAFE_TYPES):
-                return torch.load(source, map_location=map_location, weights_only=weights_only)
-        except pickle.UnpicklingError as error:
-            if weights_only and "weights_only" in str(error):
-                raise CheckpointError(
-                    f"{path!r} holds objects that could run code when loaded, so it was refused. If you trust the "
-                    f"file, load it with weights_only=False. Detail: {str(error).splitlines()[0]}"
-                ) from error
-            raise _corrupt(path, error) from error
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-            raise _corrupt(path, error) from error
+                checkpoint = torch.load(source, map_location=map_location, weights_only=weights_only)
+        except Exception as error:
+            raise load_failed(path, source, error, weights_only) from error
+        if not isinstance(checkpoint, dict):
+            raise not_a_checkpoint(path, checkpoint)
+        return checkpoint
 
     def remove_checkpoint(self, path: PathLike) -> None:
         path = os.fspath(path)
@@ -80,14 +79,14 @@ class TorchCheckpointIO(CheckpointIO):
         """Wait for a pending asynchronous write; its failure is raised here."""
         self._writer.close()
 
+    def _clean_once(self, path: str, storage: LocalStorage | FsspecStorage) -> None:
+        """Remove temporaries that killed writes left in a directory, the first time this run saves there."""
+        directory = os.path.dirname(path)
+        if directory not in self._cleaned:
+            storage.remove_stale_temporaries()
+            self._cleaned.add(directory)
+
 
 def async_torch_checkpoint_io() -> TorchCheckpointIO:
     """The "torch_async" entry point: TorchCheckpointIO(async_save=True), reachable by name."""
     return TorchCheckpointIO(async_save=True)
-
-
-def _corrupt(path: str, error: BaseException) -> CheckpointError:
-    return CheckpointError(
-        f"{path!r} is corrupt or truncated and cannot be loaded ({type(error).__name__}: "
-        f"{str(error).splitlines()[0] if str(error) else ''}). Resume from an earlier checkpoint."
-    )

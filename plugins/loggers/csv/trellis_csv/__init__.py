@@ -14,6 +14,8 @@ from trellis.utils.hparams import plain_value
 from trellis.utils.rank_zero import global_rank
 from trellis.utils.run_directory import VersionedRunDirectory
 
+TRELLIS_PLUGIN_API = 1
+
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
 

@@ -15,6 +15,8 @@ from trellis.utils.hparams import flatten_hparams
 from trellis.utils.pending import Item, PendingItems
 from trellis.utils.rank_zero import rank_zero_warn
 
+TRELLIS_PLUGIN_API = 1
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 

@@ -11,6 +11,8 @@ from trellis.utils.hparams import flatten_hparams
 from trellis.utils.pending import Item, PendingItems
 from trellis.utils.run_directory import VersionedRunDirectory
 
+TRELLIS_PLUGIN_API = 1
+
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 

@@ -11,6 +11,8 @@ from trellis.roles import Logger
 from trellis.utils.hparams import plain_value
 from trellis.utils.pending import Item, PendingItems
 
+TRELLIS_PLUGIN_API = 1
+
 #: Trellis run status -> the exit code wandb records for the run.
 EXIT_CODES = {"success": 0, "failed": 1, "interrupted": 255}
 INIT_RETRY_SECONDS = 60.0

@@ -11,6 +11,8 @@ import torch
 from trellis.roles import Precision
 from trellis.utils.collections import apply_to_tensors
 
+TRELLIS_PLUGIN_API = 1
+
 
 class TruePrecision(Precision):
     """The module's parameters and floating inputs in `param_dtype`; optimizer state follows them."""

@@ -1,0 +1,105 @@
+"""The plugin API: the one module plugin code imports the kernel from.
+
+Every name in `__all__` is the contract between the kernel and plugins, versioned by `PLUGIN_API_VERSION`
+(docs/plugins.md, "Versioning", lists what each version added or changed). A plugin declares the version it
+was built for with a module attribute beside its entry point, `TRELLIS_PLUGIN_API = 1`. Kernel modules not
+listed here may change in any release; plugins import only from here, `trellis.errors` and (in tests)
+`trellis.testing`.
+
+Names whose modules `import trellis` does not load already are imported on first use, so importing this
+module costs nothing beyond `import trellis`.
+"""
+
+from importlib import import_module as _import_module
+
+from trellis.callbacks.base import Callback
+from trellis.checkpointing import FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
+from trellis.discovery import PLUGIN_API_VERSION
+from trellis.discovery import load as load_plugin
+from trellis.discovery import names as plugin_names
+from trellis.errors import (
+    CheckpointError,
+    ConfigurationError,
+    HookValidationError,
+    PluginConflictError,
+    PluginLoadError,
+    PluginNotFoundError,
+    TrainingError,
+    TrellisError,
+)
+from trellis.optim import OptimizerSetup, SchedulerConfig
+from trellis.roles.accelerator import Accelerator, DevicesArg
+from trellis.roles.checkpoint_io import CheckpointIO, PathLike
+from trellis.roles.cluster_environment import ClusterEnvironment
+from trellis.roles.logger import Logger
+from trellis.roles.precision import Precision
+from trellis.roles.strategy import Launcher, SingleDeviceStrategy, StepRunner, Strategy
+from trellis.selection import detect_cluster_environment
+from trellis.utils.collections import apply_to_tensors, move_to_device
+from trellis.utils.hparams import flatten_hparams, plain_value
+from trellis.utils.rank_zero import global_rank, rank_zero_info, rank_zero_warn, warn_once
+
+#: name -> (module, attribute) for names imported on first use.
+_LAZY: dict[str, tuple[str, str]] = {
+    "PendingItem": ("trellis.utils.pending", "Item"),
+    "PendingItems": ("trellis.utils.pending", "PendingItems"),
+    "VersionedRunDirectory": ("trellis.utils.run_directory", "VersionedRunDirectory"),
+    "fsync_directory": ("trellis.utils.files", "fsync_directory"),
+    "leave_process_group_at_exit": ("trellis.utils.process_group", "leave_process_group_at_exit"),
+}
+
+__all__ = [
+    "Accelerator",
+    "CHECKPOINT_FORMAT_VERSION",
+    "Callback",
+    "CheckpointError",
+    "CheckpointIO",
+    "ClusterEnvironment",
+    "ConfigurationError",
+    "DevicesArg",
+    "HookValidationError",
+    "Launcher",
+    "Logger",
+    "OptimizerSetup",
+    "PLUGIN_API_VERSION",
+    "PathLike",
+    "PendingItem",
+    "PendingItems",
+    "PluginConflictError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "Precision",
+    "SchedulerConfig",
+    "SingleDeviceStrategy",
+    "StepRunner",
+    "Strategy",
+    "TrainingError",
+    "TrellisError",
+    "VersionedRunDirectory",
+    "apply_to_tensors",
+    "detect_cluster_environment",
+    "flatten_hparams",
+    "fsync_directory",
+    "global_rank",
+    "leave_process_group_at_exit",
+    "load_plugin",
+    "move_to_device",
+    "plain_value",
+    "plugin_names",
+    "rank_zero_info",
+    "rank_zero_warn",
+    "warn_once",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'trellis.plugin' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    value = getattr(_import_module(module_name), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
