@@ -13,7 +13,7 @@ import torch
 import trellis
 from support import TinyRegressor, loader, quiet_trainer
 from trellis.hookspecs import CALLBACK_ONLY_HOOKS, HOOK_NAMES, HookName, LifecycleHooks
-from trellis.module import ModuleHooks
+from trellis.module_hooks import ModuleHooks
 from trellis.stages import PREDICT, TEST, TRAIN, VALIDATION
 
 DOC = Path(__file__).parent.parent / "docs" / "hooks.md"

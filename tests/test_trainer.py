@@ -18,7 +18,7 @@ def test_max_steps_and_limit_batches():
     trainer = quiet_trainer(max_steps=5, limit_train_batches=3)
     trainer.fit(TinyRegressor(), loader())
     assert trainer.global_step == 5
-    assert trainer.current_epoch == 1  # the second epoch stays unfinished: a longer run resumes it exactly
+    assert trainer.current_epoch == 2  # as in Lightning: an epoch stopped by max_steps still ends (hooks, checkpoint)
 
 
 def test_validation_every_n_batches_and_every_n_epochs():
@@ -142,16 +142,19 @@ def test_too_many_devices_for_single_device_strategy_says_what_to_use():
         trellis.Trainer(accelerator="cpu", strategy="single_device", devices=2)
 
 
-def test_returning_none_skips_the_step_and_dict_results_work():
+def test_returning_none_skips_backward_and_dict_results_work():
     class Skips(TinyRegressor):
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
             return None if batch_idx % 2 else {"loss": loss, "log": {"classic": loss}}
 
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=4)
-    trainer.fit(Skips(), loader())
-    assert trainer.global_step == 2
+    model = Skips()
+    before = [parameter.clone() for parameter in model.parameters()]
+    trainer.fit(model, loader())
+    assert trainer.global_step == 4  # as in Lightning, the optimizer step still runs (and counts) without a loss
     assert "classic" in trainer.callback_metrics
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_predict_returns_predictions_and_test_returns_metrics():

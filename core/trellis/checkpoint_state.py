@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from trellis.checkpointing import FORMAT_VERSION, check_version
 from trellis.errors import ConfigurationError
+from trellis.utils.rank_zero import rank_zero_warn
 from trellis.utils.rng import training_rng_state
 
 if TYPE_CHECKING:
@@ -45,28 +49,25 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def restore(run: Run, ckpt_path: Any, training_state: bool) -> None:
-    """Load the checkpoint `ckpt_path` names into a set-up run: the whole training state for fit, the
-    weights alone for evaluation."""
+def load(run: Run, ckpt_path: Any) -> dict[str, Any] | None:
+    """The checkpoint `ckpt_path` names, checked and migrated to the current format; None for "last" on a
+    first run, where nothing was saved yet."""
     if ckpt_path is None:
-        return
-    checkpoint = run.strategy.load_checkpoint(resolve_path(run, ckpt_path))
-    check_version(checkpoint)
-    if not training_state:
+        return None
+    path = resolve_path(run, ckpt_path)
+    if path is None:
+        return None
+    return check_version(run.strategy.load_checkpoint(path))
+
+
+def restore_module(run: Run, checkpoint: dict[str, Any], with_state: bool) -> None:
+    """The module's weights; for fit also the callbacks' and loggers' state (before on_fit_start, as Lightning
+    restores them, so loggers continue their run before anything is logged)."""
+    if not with_state:
         run.strategy.load_module_state_dict(checkpoint["state_dict"])
         return
-    _restore_training_state(run, checkpoint)
-
-
-def _restore_training_state(run: Run, checkpoint: dict[str, Any]) -> None:
-    strategy = run.strategy
     run.hooks.fire("on_load_checkpoint", checkpoint=checkpoint)
-    strategy.load_module_state_dict(checkpoint["state_dict"])
-    for optimizer, state in zip(run.optimizers, checkpoint.get("optimizer_states", [])):
-        strategy.load_optimizer_state_dict(optimizer, state)
-    for config, state in zip(run.scheduler_configs, checkpoint.get("lr_schedulers", [])):
-        config.scheduler.load_state_dict(state)
-    strategy.precision.load_state_dict(checkpoint.get("precision", {}))
+    run.strategy.load_module_state_dict(checkpoint["state_dict"])
     callback_states = checkpoint.get("callbacks", {})
     for callback in run.callbacks:
         if callback.state_key in callback_states:
@@ -76,36 +77,80 @@ def _restore_training_state(run: Run, checkpoint: dict[str, Any]) -> None:
         state = logger_states.get(_logger_key(logger))
         if state:
             logger.load_state_dict(state)
+
+
+def restore_training_state(run: Run, checkpoint: dict[str, Any]) -> None:
+    """Optimizers, schedulers, loss scaling, metrics and loop progress (with the RNG to resume with)."""
+    strategy = run.strategy
+    for optimizer, state in zip(run.optimizers, checkpoint.get("optimizer_states", [])):
+        strategy.load_optimizer_state_dict(optimizer, state)
+    for config, state in zip(run.scheduler_configs, checkpoint.get("lr_schedulers", [])):
+        config.scheduler.load_state_dict(state)
+    strategy.precision.load_state_dict(checkpoint.get("precision", {}))
     if "metrics" in checkpoint:
         run.metrics.load_state_dict(checkpoint["metrics"])
     if "loops" in checkpoint:
         run.fit_loop.load_state_dict(checkpoint["loops"], checkpoint.get("rng_states"))
 
 
-def resolve_path(run: Run, ckpt_path: Any) -> str:
-    """The file `ckpt_path` names: a path, or "best"/"last" as the run's checkpoint callbacks know them."""
-    if ckpt_path not in ("best", "last"):
-        return os.fspath(ckpt_path)
-    callback = next((callback for callback in run.callbacks if hasattr(callback, "best_model_path")), None)
-    path = getattr(callback, f"{ckpt_path}_model_path", "") if callback is not None else ""
+def resolve_path(run: Run, ckpt_path: Any) -> str | None:
+    """The file `ckpt_path` names: a path; "best" as the first ModelCheckpoint knows it; "last": the checkpoint
+    on disk that holds the most training (None, with a warning, when there is none yet)."""
+    if ckpt_path == "best":
+        callback = next((callback for callback in run.callbacks if hasattr(callback, "best_model_path")), None)
+        path = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if not path:
+            raise ConfigurationError(
+                "ckpt_path='best' but no ModelCheckpoint of this trainer saved a best checkpoint: pass the "
+                "checkpoint's path, or fit with a ModelCheckpoint first"
+            )
+        return str(path)
     if ckpt_path == "last":
-        path = _newest_existing(run, [path, run.settings.preemption_checkpoint_path])
-    if not path:
-        raise ConfigurationError(
-            f"ckpt_path={ckpt_path!r} but no {ckpt_path} checkpoint was saved by a ModelCheckpoint in this "
-            "trainer: pass the checkpoint's path"
-        )
-    return path
+        path = _latest_on_disk(run)
+        if path is None:
+            rank_zero_warn(
+                "ckpt_path='last' found no checkpoint to resume from (looked in the checkpoint directories and for "
+                f"{run.settings.preemption_checkpoint_path}): training starts from the beginning."
+            )
+        return path
+    return os.fspath(ckpt_path)
 
 
-def _newest_existing(run: Run, paths: list[str]) -> str:
-    """The newest of the paths that exist (through the checkpoint IO, so remote URLs count)."""
+def _latest_on_disk(run: Run) -> str | None:
+    """Of the checkpoints this trainer's ModelCheckpoints and preemption write, the one with the most
+    optimizer steps (file times can lie: a copied or older preemption file must never win)."""
     checkpoint_io = run.strategy.checkpoint_io
-    existing = [path for path in paths if path and checkpoint_io.exists(path)]
-    local = [path for path in existing if os.path.exists(path)]
-    if len(local) == len(existing) > 1:
-        return max(local, key=os.path.getmtime)
-    return existing[0] if existing else ""
+    candidates: list[str] = [run.settings.preemption_checkpoint_path]
+    for callback in run.callbacks:
+        candidates += [getattr(callback, name, "") or "" for name in ("last_model_path", "best_model_path")]
+        directory = getattr(callback, "dirpath", None)
+        if directory and os.path.isdir(directory):
+            candidates += glob.glob(os.path.join(glob.escape(directory), "*.ckpt"))
+    root = glob.escape(run.settings.default_root_dir)
+    for pattern in ("checkpoints/*.ckpt", "*/version_*/checkpoints/*.ckpt", "*/*/checkpoints/*.ckpt"):
+        candidates += glob.glob(os.path.join(root, pattern))
+    progress: dict[str, tuple[int, int]] = {}
+    for path in dict.fromkeys(path for path in candidates if path):
+        if path in progress or not checkpoint_io.exists(path):
+            continue
+        held = _steps_held(run, path)
+        if held is not None:
+            progress[path] = held
+    return max(progress, key=progress.__getitem__) if progress else None
+
+
+def _steps_held(run: Run, path: str) -> tuple[int, int] | None:
+    """(global step, batches into the run) a checkpoint holds; None for one that cannot be read."""
+    try:
+        if os.path.isfile(path):  # a single file: mapped, not read, to see its progress
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            checkpoint = run.strategy.load_checkpoint(path)
+    except Exception as error:  # a damaged file among the candidates must not stop a resume from a good one
+        rank_zero_warn(f"ckpt_path='last' skips {path}: {error}")
+        return None
+    loops = checkpoint.get("loops") or {}
+    return int(checkpoint.get("global_step", 0)), int(loops.get("total_batches_done", 0))
 
 
 def _logger_key(logger: Any) -> str:

@@ -10,7 +10,7 @@ from trellis.errors import CheckpointError
 from trellis.roles.checkpoint_io import PathLike
 from trellis.selection import default_checkpoint_io
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
@@ -114,5 +114,20 @@ def _lightning_progress(fit_loop: dict[str, Any] | None, checkpoint: dict[str, A
     return resume_at(epoch, batches["processed"] if batch_ending else batches["completed"], mid_evaluation)
 
 
+def _from_format_1(checkpoint: dict[str, Any]) -> None:
+    """Format 1 -> 2: the loop's progress gained the batches that stepped, the batches of all epochs, and the
+    work left at a batch boundary; format 1's epoch-end validation phases map onto the last batch's boundary."""
+    loops = checkpoint.get("loops")
+    if not loops:
+        return
+    phase, pending = loops.pop("phase"), loops.pop("validation_pending")
+    step = loops["global_step"]
+    loops.update(batches_that_stepped=step, total_batches_done=step, stepped=True, epoch_complete=phase != "running",
+                 boundary="after_batch" if pending and phase == "running" else "",
+                 phase={"validating": "running", "validated": "epoch_end"}.get(phase, phase))
+    if phase == "validating":
+        loops["boundary"] = "after_batch"
+
+
 #: format N -> the function that turns it into format N + 1.
-MIGRATIONS = {0: _from_unversioned}
+MIGRATIONS = {0: _from_unversioned, 1: _from_format_1}

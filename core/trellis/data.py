@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from trellis.errors import ConfigurationError, TrainingError
+from trellis.hookspecs import is_overridden
 
 #: DataLoader settings a rebuilt loader keeps (sampling is what gets replaced).
 _LOADER_SETTINGS = (
@@ -85,16 +86,29 @@ def rebuild_dataloader(loader: DataLoader, batch_sampler: Sampler) -> DataLoader
 
 
 class SkipFirstBatches(Sampler):
-    """A batch sampler that draws its order as usual and leaves out the first `count` batches."""
+    """A batch sampler that draws its order as usual and leaves out the first `count` batches.
+
+    The order is drawn when iteration starts, as the wrapped sampler does, or earlier with `prime()`: a
+    resumed epoch draws it from the epoch's RNG, then continues with the checkpoint's.
+    """
 
     def __init__(self, batch_sampler: Iterable, count: int) -> None:
         self.batch_sampler, self.count = batch_sampler, count
+        self._primed: Iterator[Any] | None = None
 
-    def __iter__(self):
+    def prime(self) -> None:
+        """Draw the order and skip the first batches now."""
+        self._primed = self._skipped()
+
+    def _skipped(self) -> Iterator[Any]:
         batches = iter(self.batch_sampler)
         for _ in range(self.count):
             next(batches, None)
-        yield from batches
+        return batches
+
+    def __iter__(self) -> Iterator[Any]:
+        batches, self._primed = self._primed, None
+        yield from (batches if batches is not None else self._skipped())
 
     def __len__(self) -> int:
         return max(0, len(self.batch_sampler) - self.count)
@@ -130,11 +144,6 @@ def request_loaders(stage_method: str, given: Any, module: Any, datamodule: Any)
         return as_loader_list(given)
     for source in (datamodule, module):
         method = getattr(source, stage_method, None) if source is not None else None
-        if method is not None and _is_overridden(source, stage_method):
+        if method is not None and is_overridden(source, stage_method):
             return as_loader_list(method())
     return []
-
-
-def _is_overridden(source: Any, method: str) -> bool:
-    defined = getattr(type(source), method, None)
-    return defined is not None and not getattr(defined, "_trellis_default_hook", False)

@@ -1,5 +1,9 @@
-"""The data a fit runs on: the training loader and the validation loaders, split across processes,
-with their batch limits, reloaded when asked to."""
+"""The data a fit runs on: the training loader and the validation loaders, split across processes, with
+their batch limits, requested at Lightning's moments and reloaded when asked to.
+
+Each loader is requested when the loop first needs it, never earlier: a module that builds its data from
+the global RNG inside `*_dataloader()` gets the same data as under Lightning.
+"""
 
 from __future__ import annotations
 
@@ -41,12 +45,18 @@ class FitData:
         self.num_training_batches: float = 0.0
         self.val_loaders: list[Iterable] = []
         self.val_batch_limits: list[float] = []
-        self.connect()
+        self.validation_requested = False
+        self._train_epoch = self._validation_epoch = -1
 
-    def connect(self) -> None:
-        """Request the loaders (again, when reloading)."""
-        module, datamodule, settings = self._module, self._datamodule, self._settings
-        train = request_loaders(TRAIN.loader_method, self._given["train"], module, datamodule)
+    @property
+    def validation_enabled(self) -> bool:
+        """Lightning's enable_validation: a validation_step and a non-zero limit_val_batches."""
+        return self._settings.limit_val_batches != 0 and callable(getattr(self._module, VALIDATION.step_method, None))
+
+    def request_train(self, epoch: int) -> None:
+        """Request the training loader (again, when reloading)."""
+        settings = self._settings
+        train = request_loaders(TRAIN.loader_method, self._given["train"], self._module, self._datamodule)
         if not train:
             raise ConfigurationError(
                 "fit found no training dataloader: pass train_dataloaders=..., a datamodule, or define "
@@ -58,17 +68,28 @@ class FitData:
         self.train_loader = prepare_loader(loader, self._strategy, settings)
         self.num_training_batches = batch_limit(self.train_loader, settings.limit_train_batches, TRAIN.limit_flag)
         require_batches(self.num_training_batches, "training")
-        if callable(getattr(module, VALIDATION.step_method, None)):
-            self.val_loaders, self.val_batch_limits = stage_loaders(
-                VALIDATION, self._given["validation"], module, datamodule, self._strategy, settings)
-        if self.val_loaders and not any(self.val_batch_limits):
+        self._train_epoch = epoch
+
+    def request_validation(self, epoch: int) -> None:
+        """Request the validation loaders (again, when reloading); none when validation is off."""
+        self.validation_requested, self._validation_epoch = True, epoch
+        if not self.validation_enabled:
+            return
+        self.val_loaders, self.val_batch_limits = stage_loaders(
+            VALIDATION, self._given.get("validation"), self._module, self._datamodule, self._strategy, self._settings)
+        if not any(self.val_batch_limits):
             self.val_loaders, self.val_batch_limits = [], []
 
-    def prepare_epoch(self, epoch: int, resuming_inside: bool) -> None:
-        """Reload the loaders when asked to; tell samplers which epoch starts (DistributedSampler reshuffles)."""
+    def train_reload_due(self, epoch: int) -> bool:
         every = self._settings.reload_dataloaders_every_n_epochs
-        if every and epoch and epoch % every == 0 and not resuming_inside:
-            self.connect()
+        return bool(every) and epoch - self._train_epoch >= every
+
+    def validation_reload_due(self, epoch: int) -> bool:
+        every = self._settings.reload_dataloaders_every_n_epochs
+        return not self.validation_requested or bool(every) and epoch - self._validation_epoch >= every
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell samplers which epoch starts (DistributedSampler reshuffles by epoch)."""
         loader = self.train_loader
         batch_sampler = getattr(loader, "batch_sampler", None)
         for candidate in (loader, getattr(loader, "sampler", None), batch_sampler,

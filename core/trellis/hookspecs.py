@@ -22,6 +22,12 @@ def default_hook(function: Any) -> Any:
     return function
 
 
+def is_overridden(obj: Any, name: str) -> bool:
+    """Whether `obj`'s class defines `name` itself, rather than inheriting a marked no-op default."""
+    defined = getattr(type(obj), name, None)
+    return defined is not None and not getattr(defined, "_trellis_default_hook", False)
+
+
 def hookspec(function: Any) -> Any:
     """A hook specification that is also the no-op default of every Callback."""
     return default_hook(_hookspec(function))

@@ -68,6 +68,16 @@ class MetricStore:
         #: finished values (step values, reduced epoch aggregates).
         self._finished: dict[str, torch.Tensor] = {}
 
+    def reset(self) -> None:
+        """Forget every metric: each of fit, validate, test and predict starts with none (as in Lightning)."""
+        self.step_values.clear()
+        self._epoch.clear()
+        self._finished.clear()
+        self.logger_keys.clear()
+        self.prog_bar_keys.clear()
+        self.stage = "train"
+        self.dataloader_suffix = ""
+
     def log(
         self,
         name: str,
@@ -132,6 +142,7 @@ class MetricStore:
             "epoch": {stage: {name: vars(aggregate).copy() for name, aggregate in aggregates.items()}
                       for stage, aggregates in self._epoch.items()},
             "callback_metrics": dict(self._finished),
+            "step_values": dict(self.step_values),
             "logger_keys": sorted(self.logger_keys),
             "prog_bar_keys": sorted(self.prog_bar_keys),
         }
@@ -140,6 +151,7 @@ class MetricStore:
         self._epoch = {stage: {name: _EpochAggregate(**fields) for name, fields in aggregates.items()}
                        for stage, aggregates in state["epoch"].items()}
         self._finished = dict(state["callback_metrics"])
+        self.step_values = dict(state.get("step_values", {}))
         self.logger_keys, self.prog_bar_keys = set(state["logger_keys"]), set(state["prog_bar_keys"])
 
     def pop_step_metrics(self, as_floats: bool = True) -> dict[str, float]:

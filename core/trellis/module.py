@@ -9,121 +9,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.hookspecs import default_hook
-from trellis.optim import StrategyOptimizer
+from trellis.module_hooks import LoopMethods, ModuleHooks
 from trellis.utils.hparams import HyperparametersMixin
 
 if TYPE_CHECKING:
     from trellis.trainer import Trainer
 
 
-class ModuleHooks:
-    """The lifecycle hooks a Module may override; the base versions are never registered."""
-
-    @default_hook
-    def setup(self, stage: str) -> None: ...
-
-    @default_hook
-    def teardown(self, stage: str) -> None: ...
-
-    @default_hook
-    def on_fit_start(self) -> None: ...
-
-    @default_hook
-    def on_fit_end(self) -> None: ...
-
-    @default_hook
-    def on_train_start(self) -> None: ...
-
-    @default_hook
-    def on_train_end(self) -> None: ...
-
-    @default_hook
-    def on_train_epoch_start(self) -> None: ...
-
-    @default_hook
-    def on_train_epoch_end(self) -> None: ...
-
-    @default_hook
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any: ...
-
-    @default_hook
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
-
-    @default_hook
-    def on_validation_start(self) -> None: ...
-
-    @default_hook
-    def on_validation_end(self) -> None: ...
-
-    @default_hook
-    def on_validation_epoch_start(self) -> None: ...
-
-    @default_hook
-    def on_validation_epoch_end(self) -> None: ...
-
-    @default_hook
-    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_test_start(self) -> None: ...
-
-    @default_hook
-    def on_test_end(self) -> None: ...
-
-    @default_hook
-    def on_test_epoch_start(self) -> None: ...
-
-    @default_hook
-    def on_test_epoch_end(self) -> None: ...
-
-    @default_hook
-    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_predict_start(self) -> None: ...
-
-    @default_hook
-    def on_predict_end(self) -> None: ...
-
-    @default_hook
-    def on_predict_epoch_start(self) -> None: ...
-
-    @default_hook
-    def on_predict_epoch_end(self) -> None: ...
-
-    @default_hook
-    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
-
-    @default_hook
-    def on_before_backward(self, loss: torch.Tensor) -> None: ...
-
-    @default_hook
-    def on_after_backward(self) -> None: ...
-
-    @default_hook
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
-
-    @default_hook
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
-
-    @default_hook
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
-
-    @default_hook
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
-
-
-class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
+class Module(ModuleHooks, LoopMethods, HyperparametersMixin, torch.nn.Module):
     """Subclass it, define training_step and configure_optimizers, and hand it to a Trainer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -221,11 +114,40 @@ class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
         if self.global_rank == 0:
             print(*args, **kwargs)
 
-    # -- manual optimization ------------------------------------------------------------------
-    def optimizers(self) -> Any:
-        """The optimizers, whose step() goes through the strategy and precision (loss scaling)."""
-        optimizers = [StrategyOptimizer(optimizer, self.trainer.strategy) for optimizer in self.trainer.optimizers]
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Default: the module's forward on the batch."""
+        batch = kwargs.get("batch", args[0] if args else None)
+        return self(batch)
+
+    # -- optimization ---------------------------------------------------------------------------
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizers, whose step() goes through the strategy and precision (loss scaling, hooks).
+
+        They are instances of the optimizers' own classes (isinstance checks hold); one optimizer comes alone.
+        """
+        run = self.trainer._run
+        optimization = run.optimization if run is not None else None
+        if use_pl_optimizer and optimization is not None:
+            optimizers: list[Any] = list(optimization.wrapped)
+        else:
+            optimizers = list(self.trainer.optimizers)
         return optimizers[0] if len(optimizers) == 1 else optimizers
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Called before every optimizer step (automatic optimization) with the Trainer's clipping flags."""
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                            gradient_clip_algorithm=gradient_clip_algorithm)
+
+    def clip_gradients(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                       gradient_clip_algorithm: str | None = None) -> None:
+        """Clip an optimizer's gradients (after unscaling them) by norm or by value; no value: the Trainer's."""
+        settings = self.trainer.settings
+        value = settings.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+        if not value:
+            return
+        algorithm = gradient_clip_algorithm or settings.gradient_clip_algorithm
+        self.trainer.strategy.clip_gradients(getattr(optimizer, "optimizer", optimizer), float(value), algorithm)
 
     def lr_schedulers(self) -> Any:
         schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
@@ -233,7 +155,7 @@ class Module(ModuleHooks, HyperparametersMixin, torch.nn.Module):
             return None
         return schedulers[0] if len(schedulers) == 1 else schedulers
 
-    def manual_backward(self, loss: torch.Tensor) -> None:
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Backward through the strategy and precision (use instead of loss.backward())."""
         run = self.trainer._run
         if run is None or run.optimization is None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -105,22 +105,40 @@ def _check_optimizers(optimizers: list[Any]) -> None:
             )
 
 
-class StrategyOptimizer:
-    """An optimizer as `Module.optimizers()` hands it out: its step goes through the strategy.
+class StepsThrough(Protocol):
+    """What a wrapped optimizer's step goes through: the fit's optimizer_step service."""
 
-    In manual optimization `opt.step()` then honours the precision (16-mixed unscales and skips steps whose
-    gradients overflowed) and strategies that own the step; every other attribute is the optimizer's.
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None,
+                       optimizer_index: int = 0) -> Any: ...
+
+
+class StrategyOptimizer:
+    """An optimizer as `Module.optimizers()` hands it out: `step()` goes through the strategy and precision
+    (loss scaling, strategies that own the step, the before-step hooks).
+
+    `wrap` makes an instance of a subclass of the optimizer's own class that shares its state and param
+    groups, so `isinstance(opt, torch.optim.SGD)` holds in user code, as with Lightning's wrapper.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, strategy: Any) -> None:
-        self.optimizer = optimizer
-        self._strategy = strategy
+    _optimizer: torch.optim.Optimizer
+    _steps_through: StepsThrough
+    _index: int
 
-    def step(self, closure: Any = None) -> Any:
-        return self._strategy.optimizer_step(self.optimizer, closure)
+    @classmethod
+    def wrap(cls, optimizer: torch.optim.Optimizer, steps_through: StepsThrough, index: int = 0) -> StrategyOptimizer:
+        kind = type(f"Trellis{type(optimizer).__name__}", (cls, type(optimizer)), {})
+        wrapper: StrategyOptimizer = object.__new__(kind)
+        wrapper.__dict__ = {key: value for key, value in optimizer.__dict__.items() if key not in ("step", "__del__")}
+        wrapper._optimizer, wrapper._steps_through, wrapper._index = optimizer, steps_through, index
+        return wrapper
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer this wraps."""
+        return self._optimizer
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        return self._steps_through.optimizer_step(self._optimizer, closure, self._index)
 
     def __repr__(self) -> str:
-        return f"StrategyOptimizer({self.optimizer!r})"
+        return f"StrategyOptimizer({self._optimizer!r})"

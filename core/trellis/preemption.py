@@ -40,6 +40,8 @@ class PreemptionHandler:
     def __init__(self, strategy: Strategy, checkpoint_path: str, save_checkpoint: Callable[[str], None]) -> None:
         self.strategy, self.checkpoint_path, self.save_checkpoint = strategy, checkpoint_path, save_checkpoint
         self.received: int | None = None
+        #: in multi-process runs the ranks agree every this many steps; 0 in one process (no agreement needed).
+        self.sync_every = SYNC_EVERY_N_STEPS if strategy.world_size > 1 else 0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:

@@ -73,7 +73,8 @@ class Run:
     def loggers(self) -> list[Logger]:
         return self.log_sink.loggers
 
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Send metrics to the loggers at the current epoch and global step."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Send metrics to the loggers at the current epoch and `step` (default: the batches that stepped)."""
         progress = self.fit_loop
-        self.log_sink.log(metrics, progress.epoch, progress.global_step, self.strategy.is_global_zero)
+        step = progress.batches_that_stepped if step is None else step
+        self.log_sink.log(metrics, progress.epoch, step, self.strategy.is_global_zero)

@@ -54,6 +54,8 @@ class StageCall:
         strategy.setup_environment()
         run = self._build_run()
         trainer._run = run
+        run.metrics.reset()
+        run.log_sink.logged_metrics.clear()
         status = TrainerStatus.INTERRUPTED
         try:
             self._prepare_data(run)
@@ -108,15 +110,22 @@ class StageCall:
 
     # -- fit ----------------------------------------------------------------------------------------
     def _run_fit(self, run: Run) -> None:
+        """Lightning's order: optimizers, the module's and callbacks' state, on_fit_start, hyperparameters to the
+        loggers, the training state, then the loop."""
         module, settings = self.module, run.settings
         setup = run.strategy.setup(module, lambda: parse_optimizers(module.configure_optimizers()))
         if setup is None:
             raise RuntimeError(f"{type(run.strategy).__name__}.setup returned no optimizers for fit")
         run.optimizers, run.scheduler_configs = setup.optimizers, setup.schedulers
-        checkpoint_state.restore(run, self.ckpt_path, training_state=True)
+        checkpoint = checkpoint_state.load(run, self.ckpt_path)
+        if checkpoint is not None:
+            checkpoint_state.restore_module(run, checkpoint, with_state=True)
         run.data = FitData(self.loaders, module, self.datamodule, run.strategy, settings)
-        self._log_hyperparameters(run)
         run.hooks.fire("on_fit_start")
+        self._log_hyperparameters(run)
+        if checkpoint is not None:
+            checkpoint_state.restore_training_state(run, checkpoint)
+        del checkpoint
         preemption = None
         if settings.handle_preemption:
             preemption = run.preemption = PreemptionHandler(
@@ -142,7 +151,9 @@ class StageCall:
     def _run_evaluation(self, run: Run) -> Any:
         stage = self.entry.loop
         run.strategy.setup(self.module, None)
-        checkpoint_state.restore(run, self.ckpt_path, training_state=False)
+        checkpoint = checkpoint_state.load(run, self.ckpt_path)
+        if checkpoint is not None:
+            checkpoint_state.restore_module(run, checkpoint, with_state=False)
         loaders, limits = stage_loaders(stage, self.loaders[stage.name], self.module, self.datamodule,
                                         run.strategy, run.settings)
         if not loaders:

@@ -113,7 +113,7 @@ class Trainer:
             callbacks, classic.get("enable_progress_bar", enable_progress_bar),
             classic.get("enable_model_summary", enable_model_summary),
             classic.get("enable_checkpointing", enable_checkpointing),
-            classic.get("progress_bar_refresh_rate", 1), classic.get("model_summary_depth", 1))
+            classic.get("progress_bar_refresh_rate", 1), classic.get("model_summary_depth", 1), self.settings.max_time)
         self.profiler = resolve_profiler(profiler)
         init_hooks = HookManager()
         init_hooks.register_in_call_order([*self.hook_plugins, *self._callback_set.for_module(None)])

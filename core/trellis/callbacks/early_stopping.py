@@ -55,18 +55,24 @@ class EarlyStopping(Callback):
         self.best_score, self.patience = state["best_score"], state["patience"]
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        if self._checks_at_train_epoch_end(trainer):
+        if self._checks_at_train_epoch_end(trainer) and not self._skips(trainer):
             self._check(trainer)
 
     def on_validation_end(self, trainer: Any) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking \
-                and not self._checks_at_train_epoch_end(trainer):
+        if not self._checks_at_train_epoch_end(trainer) and not self._skips(trainer):
             self._check(trainer)
 
+    @staticmethod
+    def _skips(trainer: Any) -> bool:
+        return trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+
     def _checks_at_train_epoch_end(self, trainer: Any) -> bool:
+        """At train epoch end when validation runs once per epoch, after its last batch (or not at all);
+        otherwise after each validation (Lightning's default)."""
         if self.check_on_train_epoch_end is not None:
             return self.check_on_train_epoch_end
-        return not trainer.validation_schedule.enabled
+        schedule = trainer.validation_schedule
+        return schedule is None or schedule.at_epoch_end_only
 
     def _check(self, trainer: Any) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -34,6 +34,7 @@ class ModelCheckpoint(Callback):
         train_time_interval: float | None = None,
         save_weights_only: bool = False,
         auto_insert_metric_name: bool = True,
+        save_on_train_epoch_end: bool | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ConfigurationError(f"ModelCheckpoint(mode={mode!r}): use 'min' or 'max'")
@@ -53,7 +54,9 @@ class ModelCheckpoint(Callback):
         self.best_model_path = ""
         self.best_model_score: float | None = None
         self.last_model_path = ""
-        self._last_saved_step = -1
+        self.save_on_train_epoch_end = save_on_train_epoch_end
+        #: no checkpoint before the first optimizer step, and one per step at most.
+        self._last_saved_step = 0
         self._last_time = time.monotonic()
 
     @property
@@ -78,31 +81,40 @@ class ModelCheckpoint(Callback):
             self.best_model_score = state["best_model_score"]
             self.last_model_path = state["last_model_path"]
 
-    # -- when ---------------------------------------------------------------------------------
+    # -- when (Lightning's triggers) ------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any) -> None:
+        if self._skips(trainer):
+            return
         due_by_steps = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         due_by_time = self.train_time_interval is not None and time.monotonic() - self._last_time >= self.train_time_interval
         if due_by_steps or due_by_time:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        if not trainer.validation_schedule.due_at_epoch_end(trainer.current_epoch) and self._epoch_due(trainer):
+        if not self._skips(trainer) and self._saves_on_train_epoch_end(trainer) and self._epoch_due(trainer):
             self._save(trainer)
 
     def on_validation_end(self, trainer: Any) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        at_epoch_end = trainer.fit_loop.epoch_completed
-        if (at_epoch_end and self._epoch_due(trainer)) or (not at_epoch_end and self.every_n_epochs and self.monitor):
+        if not self._skips(trainer) and not self._saves_on_train_epoch_end(trainer) and self._epoch_due(trainer):
             self._save(trainer)
+
+    def _skips(self, trainer: Any) -> bool:
+        return (bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+                or trainer.global_step == self._last_saved_step)
+
+    def _saves_on_train_epoch_end(self, trainer: Any) -> bool:
+        """At train epoch end when validation runs once per epoch (after its last batch) or not at all;
+        otherwise after each validation."""
+        if self.save_on_train_epoch_end is not None:
+            return self.save_on_train_epoch_end
+        schedule = trainer.validation_schedule
+        return schedule is None or not schedule.enabled or schedule.at_epoch_end_only
 
     def _epoch_due(self, trainer: Any) -> bool:
         return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     # -- what ---------------------------------------------------------------------------------
     def _save(self, trainer: Any) -> None:
-        if trainer.global_step == self._last_saved_step:
-            return
         if self.dirpath is None:  # resolved now, after a resume has restored the logger's run directory
             self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
         self._last_saved_step = trainer.global_step

@@ -13,9 +13,13 @@ class CallbackSet:
     """The Trainer's callbacks (names resolved through entry points) and the defaults its flags enable."""
 
     def __init__(self, given: Sequence[Any] | Any | None, progress_bar: bool, summary: bool, checkpointing: bool,
-                 refresh_rate: int = 1, summary_depth: int = 1) -> None:
+                 refresh_rate: int = 1, summary_depth: int = 1, max_time: float | None = None) -> None:
         self.user: list[Callback] = resolve_callbacks(given)
         self.defaults = _default_callbacks(progress_bar, summary, checkpointing, refresh_rate, summary_depth)
+        if max_time is not None:  # Trainer(max_time=...) is a Timer, unless the user passed one
+            from trellis.callbacks.timer import Timer
+
+            self.defaults.append(Timer(duration=max_time, interval="step", verbose=True))
 
     def for_module(self, module: Any | None) -> list[Callback]:
         """User callbacks, replaced by the module's own of the same type; defaults only where none given.

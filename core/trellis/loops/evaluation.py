@@ -1,19 +1,51 @@
-"""Validation, test and prediction: one pass over each loader without gradients."""
+"""Validation, test and prediction: one pass over each loader without gradients, in Lightning's order."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trellis.data import infer_batch_size
-from trellis.loops.optimization import log_classic_result
-from trellis.stages import PREDICT, LoopStage
+from trellis.hookspecs import is_overridden
+from trellis.loops.batches import ModuleMode, batch_transfer
+from trellis.loops.optimization import log_classic_result, takes_batch_index
+from trellis.stages import PREDICT, TEST, LoopStage
 
 if TYPE_CHECKING:
     from trellis.run import Run
+
+
+def step_arguments(with_index: bool, batch: Any, batch_index: int, dataloader_index: int | None) -> tuple:
+    """The positional arguments Lightning passes a step method (see takes_batch_index)."""
+    arguments: tuple = (batch, batch_index) if with_index else (batch,)
+    return arguments if dataloader_index is None else (*arguments, dataloader_index)
+
+
+class _Evaluation:
+    """Mode switching and hooks around one evaluation pass (validation, test or predict)."""
+
+    def __init__(self, run: Run, stage: LoopStage) -> None:
+        self.run, self.stage = run, stage
+        kind = "test" if stage is TEST else "predict" if stage is PREDICT else "validation"
+        self._eval_hook, self._train_hook = f"on_{kind}_model_eval", f"on_{kind}_model_train"
+
+    def to_eval_mode(self) -> ModuleMode:
+        module = self.run.module
+        mode = ModuleMode(module)
+        if is_overridden(module, self._eval_hook):
+            getattr(module, self._eval_hook)()
+        else:
+            ModuleMode.set(module, False)
+        return mode
+
+    def restore_mode(self, mode: ModuleMode) -> None:
+        module = self.run.module
+        if self.stage is not PREDICT and is_overridden(module, self._train_hook):
+            getattr(module, self._train_hook)()
+        else:
+            mode.restore(module)
 
 
 def run_evaluation(
@@ -25,9 +57,9 @@ def run_evaluation(
     several = len(loaders) > 1
     classic_epoch_end = getattr(module, f"{stage.name}_epoch_end", None)
     collected: list[list[Any]] = [[] for _ in loaders]
-    was_training = module.training
+    evaluation = _Evaluation(run, stage)
     previous_stage, previous_running_stage = metrics.stage, run.state.stage
-    module.eval()
+    mode = evaluation.to_eval_mode()
     metrics.stage = stage.name
     if not sanity:
         run.state.stage = stage.running_stage
@@ -35,21 +67,23 @@ def run_evaluation(
     hooks.fire(stage.hook("epoch_start"))
     on_batch_start = hooks.get(stage.hook("batch_start"))
     on_batch_end = hooks.get(stage.hook("batch_end"))
+    step = strategy.step_function(stage.step_method)
+    with_index = takes_batch_index(getattr(module, stage.step_method))
     step_boundary = strategy.accelerator.step_boundary
     grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
     with grad_context():
         for loader_index, loader in enumerate(loaders):
             metrics.dataloader_suffix = f"/dataloader_idx_{loader_index}" if several else ""
             limit = limits[loader_index]
+            move = batch_transfer(run, loader_index)
             for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
                 if batch_index >= limit:
                     break
-                batch = strategy.batch_to_device(batch)
+                batch = move(batch)
                 metrics.current_batch_size = infer_batch_size(batch)
                 if on_batch_start is not None:
                     on_batch_start(batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
-                arguments = (batch, batch_index, loader_index) if several else (batch, batch_index)
-                output = strategy.run_step(stage.step_method, *arguments)
+                output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
                 if on_batch_end is not None:
                     on_batch_end(outputs=output, batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
                 if classic_epoch_end is not None:
@@ -65,8 +99,8 @@ def run_evaluation(
         if after_logging is not None:
             after_logging()
     hooks.fire(stage.hook("end"))
+    evaluation.restore_mode(mode)
     metrics.stage, run.state.stage = previous_stage, previous_running_stage
-    module.train(was_training)
     return _split_by_loader(logged, len(loaders))
 
 
@@ -86,27 +120,31 @@ def _split_by_loader(logged: dict[str, float], count: int) -> list[dict[str, flo
 
 def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> list[Any]:
     """Run predict_step over every loader; returns the predictions (a list per loader when several)."""
-    module, strategy, hooks = run.module, run.strategy, run.hooks
+    strategy, hooks = run.strategy, run.hooks
     several = len(loaders) > 1
     predictions: list[list[Any]] = [[] for _ in loaders]
-    module.eval()
+    evaluation = _Evaluation(run, PREDICT)
+    mode = evaluation.to_eval_mode()
     hooks.fire(PREDICT.hook("start"))
     hooks.fire(PREDICT.hook("epoch_start"))
-    grad_context = torch.inference_mode if run.settings.inference_mode else contextlib.nullcontext
+    step = strategy.step_function(PREDICT.step_method)
+    with_index = takes_batch_index(getattr(run.module, PREDICT.step_method))
+    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
     with grad_context():
         for loader_index, loader in enumerate(loaders):
+            move = batch_transfer(run, loader_index)
             for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
                 if batch_index >= limits[loader_index]:
                     break
-                batch = strategy.batch_to_device(batch)
+                batch = move(batch)
                 hooks.fire(PREDICT.hook("batch_start"), batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
-                arguments = (batch, batch_index, loader_index) if several else (batch, batch_index)
-                output = strategy.run_step(PREDICT.step_method, *arguments)
+                output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
                 hooks.fire(PREDICT.hook("batch_end"), outputs=output, batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
                 predictions[loader_index].append(output)
                 strategy.accelerator.step_boundary()
     hooks.fire(PREDICT.hook("epoch_end"))
     hooks.fire(PREDICT.hook("end"))
+    evaluation.restore_mode(mode)
     return predictions if several else predictions[0]

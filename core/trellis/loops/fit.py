@@ -1,133 +1,148 @@
-"""Training epochs with validation at the scheduled points: the loop a user would write by hand."""
+"""Training epochs with validation at the scheduled points, in Lightning's order, resumable anywhere.
+
+The order of one epoch: the training loader's iterator (epoch 0: before on_train_start, as Lightning's
+setup does), on_train_epoch_start, then per batch: forward/backward/step, step-interval schedulers
+(epoch-interval ones after the epoch's last batch), on_train_batch_end, the step's metrics to the loggers,
+validation when due, ReduceLROnPlateau step schedulers; after the last batch: on_train_epoch_end, the
+epoch's metrics, ReduceLROnPlateau epoch schedulers. Validation draws from the global RNG like any loop
+does; only the sanity check is isolated.
+
+A checkpoint can be taken at any of these moments; the progress it holds (`FitLoop.state_dict`) says which
+work is left, so a resumed run does exactly that work, with the RNG as it was.
+"""
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis.data import sampling_generators, skip_batches
+from trellis.data import SkipFirstBatches, sampling_generators, skip_batches
 from trellis.errors import TrainingError
+from trellis.loops.batches import batch_transfer
 from trellis.loops.evaluation import run_evaluation
 from trellis.loops.optimization import Optimization, step_schedulers
 from trellis.loops.validation_schedule import ValidationSchedule
+from trellis.roles import Accelerator
 from trellis.settings import TrainerSettings
 from trellis.stages import VALIDATION, RunningStage
+from trellis.utils.rank_zero import warn_once
 from trellis.utils.rng import capture_rng, isolated_rng, restore_rng
 
 if TYPE_CHECKING:
     from trellis.fit_data import FitData
     from trellis.run import Run
 
+#: epoch phases after the batches: on_train_epoch_end is running or next, it ran, the epoch's metrics are logged.
+EPOCH_END, TRAINED, LOGGED = "epoch_end", "trained", "logged"
+#: work left at a batch boundary: on_train_batch_end ran (metrics, validation next), validation is logged.
+AFTER_BATCH, VALIDATED = "after_batch", "validated"
+
 
 class FitLoop:
-    """Epochs of training steps; its progress is part of every checkpoint.
-
-    An epoch moves through phases so that a checkpoint taken anywhere resumes the remaining work exactly:
-    "running" (batches), "validating" (epoch-end validation), "validated" (its metrics are logged),
-    "trained" (on_train_epoch_end hooks), "logged" (epoch metrics logged; schedulers, then the next epoch).
-    The stop rules start from the Trainer's flags and may be raised between fits (`fit_loop.max_epochs`).
-    """
+    """The progress of fit (part of every checkpoint) and its stop rules, which may be raised between fits."""
 
     def __init__(self, settings: TrainerSettings) -> None:
         self.max_epochs: int = settings.max_epochs
         self.max_steps: int = settings.max_steps
         self.min_epochs, self.min_steps = settings.min_epochs, settings.min_steps
-        self.max_time = settings.max_time
-        #: set by callbacks (EarlyStopping, Timer) to end training at the next boundary.
+        #: may change between epochs (GradientAccumulationScheduler).
+        self.accumulate_grad_batches = settings.accumulate_grad_batches
+        #: set by callbacks (EarlyStopping, Timer) to end training once the minimum epochs/steps are done.
         self.should_stop = False
         self.epoch = 0
-        #: training batches finished in the current epoch.
-        self.batches_done = 0
-        self.phase = "running"
+        #: optimizer steps (manual optimization: every optimizer's step counts).
         self.global_step = 0
-        #: a mid-epoch validation was due at this batch boundary and has not logged yet.
-        self.validation_pending = False
+        #: batches that ended with an optimizer step: the step loggers see.
+        self.batches_that_stepped = 0
+        #: training batches finished in the current epoch, and in all epochs.
+        self.batches_done = 0
+        self.total_batches_done = 0
+        #: "running" (batches), or the epoch-end phase reached (EPOCH_END, TRAINED, LOGGED).
+        self.phase = "running"
+        #: work left after the last batch: AFTER_BATCH, VALIDATED, or "" when none.
+        self.boundary = ""
+        #: the epoch's batches all ran (its epoch-interval schedulers stepped).
+        self.epoch_complete = False
+        #: the last batch ended with an optimizer step (its metrics go to the loggers, its schedulers step).
+        self.stepped = False
         #: RNG state (and explicit generators') just before this epoch's loader iterator was made.
         self.epoch_start_rng: dict[str, Any] | None = None
-        self._resume_rng: dict[str, Any] | None = None
+        #: RNG state of a checkpoint, applied where its run resumes.
+        self.resume_rng: dict[str, Any] | None = None
+        self.resumed = False
         self._pending_loss: torch.Tensor | None = None
         #: (epoch, batch, global step) of the pending loss, formatted only if it is not finite.
         self._pending_where: tuple[int, int, int] = (0, 0, 0)
-        self._started_at = 0.0
         #: when this fit validates; None before the first fit.
         self.schedule: ValidationSchedule | None = None
 
     @property
     def epoch_completed(self) -> bool:
+        """Whether the epoch's batches are over (its end phases are running)."""
         return self.phase != "running"
 
     # -- progress state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "batches_done": self.batches_done,
-            "phase": self.phase,
             "global_step": self.global_step,
-            "validation_pending": self.validation_pending,
+            "batches_that_stepped": self.batches_that_stepped,
+            "batches_done": self.batches_done,
+            "total_batches_done": self.total_batches_done,
+            "phase": self.phase,
+            "boundary": self.boundary,
+            "epoch_complete": self.epoch_complete,
+            "stepped": self.stepped,
             "epoch_start_rng": self.epoch_start_rng,
         }
 
     def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None = None) -> None:
-        """Restore progress; RNG is restored now, or after the resumed epoch's loader has drawn its order."""
-        self.epoch, self.batches_done, self.phase = state["epoch"], state["batches_done"], state["phase"]
-        self.global_step, self.validation_pending = state["global_step"], state["validation_pending"]
-        self.epoch_start_rng = state["epoch_start_rng"]
-        if rng_states is None:
-            return
-        if self.phase == "running" and self.batches_done and self.epoch_start_rng is not None:
-            self._resume_rng = rng_states
-        else:
-            restore_rng(rng_states)
+        """Restore progress; the RNG state is applied where the resumed run continues."""
+        for key in ("epoch", "global_step", "batches_that_stepped", "batches_done", "total_batches_done", "phase",
+                    "boundary", "epoch_complete", "stepped", "epoch_start_rng"):
+            setattr(self, key, state[key])
+        self.resume_rng, self.resumed = rng_states, True
 
     # -- stopping -----------------------------------------------------------------------------
-    def _minimum_reached(self) -> bool:
+    def can_stop_early(self) -> bool:
+        """The minimum epochs and steps are done (should_stop takes effect)."""
         return self.epoch >= self.min_epochs and self.global_step >= self.min_steps
 
-    def _max_steps_reached(self) -> bool:
+    def max_steps_reached(self) -> bool:
         return 0 <= self.max_steps <= self.global_step
 
     def done(self) -> bool:
-        if self._max_steps_reached():
+        if self.max_steps_reached() or 0 <= self.max_epochs <= self.epoch:
             return True
-        if 0 <= self.max_epochs <= self.epoch:
-            return True
-        if self.max_time is not None and time.monotonic() - self._started_at >= self.max_time:
-            return True
-        return self.should_stop and self._minimum_reached()
+        return self.should_stop and self.can_stop_early()
 
     # -- running ------------------------------------------------------------------------------
     def run(self, run: Run) -> None:
         if run.data is None:
-            raise RuntimeError("FitLoop.run needs the fit's data connected (run.data)")
-        self._started_at = time.monotonic()
-        self.should_stop = False
+            raise RuntimeError("FitLoop.run needs the fit's data (run.data)")
         self.schedule = ValidationSchedule(run.settings, run.data)
         optimization = run.optimization = Optimization(run)
         try:
             _Epochs(self, run, run.data, self.schedule, optimization).train()
         finally:
             optimization.close()
+            self.resumed = False
 
     def check_finite_loss(self) -> None:
-        """Raise before anything is saved from a step whose loss was not finite."""
-        self._check_pending_loss()
-
-    def _check_pending_loss(self) -> None:
-        """Raise if the previous step's loss was not finite (checked one step late: no sync per step)."""
+        """Raise if the last step's loss was not finite: called one step late, and before any checkpoint."""
         loss, self._pending_loss = self._pending_loss, None
         if loss is None:
             return
-        value = loss.item() if loss.numel() == 1 else float(loss.sum())
-        if not math.isfinite(value):
+        value = loss.item() if loss.ndim == 0 else float(loss.sum())
+        if value - value != 0:  # nan or inf, without a call per step
             epoch, batch, step = self._pending_where
             raise TrainingError(
                 f"the training loss became {value} at epoch {epoch}, batch {batch}, global step {step}. Lower the "
                 "learning rate, clip gradients (gradient_clip_val=1.0), use a numerically safer loss, or check the "
-                "inputs for NaN/inf. Checkpoints saved before this step are untouched."
+                "inputs for NaN/inf. No checkpoint holds this step; those saved before it are untouched."
             )
 
 
@@ -137,151 +152,247 @@ class _Epochs:
     def __init__(self, loop: FitLoop, run: Run, data: FitData, schedule: ValidationSchedule,
                  optimization: Optimization) -> None:
         self.loop, self.run, self.data, self.schedule, self.optimization = loop, run, data, schedule, optimization
+        self._iterator: Iterator[Any] | None = None
 
     def train(self) -> None:
-        loop, run = self.loop, self.run
-        if self.schedule.enabled and run.settings.num_sanity_val_steps != 0 and not loop.global_step:
+        loop, run, data = self.loop, self.run, self.data
+        settings = run.settings
+        if settings.limit_train_batches == 0:
+            return
+        if not loop.resumed and self.schedule.enabled and settings.num_sanity_val_steps != 0:
             self._sanity_check()
+        data.request_train(loop.epoch)
+        self.schedule.connect()
+        if not loop.resumed:  # Lightning makes the first epoch's iterator when it sets up the data
+            self._open_epoch()
+        if self.schedule.epoch_due(loop.epoch) and not data.validation_requested:
+            data.request_validation(loop.epoch)
         run.hooks.fire("on_train_start")
-        if loop.phase != "running":  # resumed inside an epoch's end
-            self._finish_epoch()
+        if loop.resumed:
+            self._resume()
         while not loop.done():
             self._run_epoch()
-            if loop.should_stop and not loop._minimum_reached():
-                loop.should_stop = False
-        loop._check_pending_loss()
+        self._check_loss()
         run.hooks.fire("on_train_end")
 
     def _sanity_check(self) -> None:
         """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
         run, data = self.run, self.data
         steps = run.settings.num_sanity_val_steps
-        limits = [min(limit, steps if steps >= 0 else math.inf) for limit in data.val_batch_limits]
         saved_metrics = dict(run.metrics.callback_metrics)
         run.state.stage = RunningStage.SANITY_CHECKING
         run.hooks.fire("on_sanity_check_start")
         with isolated_rng():
-            run_evaluation(run, VALIDATION, data.val_loaders, limits, sanity=True)
+            data.request_validation(self.loop.epoch)
+            if data.val_loaders:
+                limits = [min(limit, steps if steps >= 0 else math.inf) for limit in data.val_batch_limits]
+                run_evaluation(run, VALIDATION, data.val_loaders, limits, sanity=True)
         run.hooks.fire("on_sanity_check_end")
         run.state.stage = RunningStage.TRAINING
         run.metrics.callback_metrics = saved_metrics
 
-    def _validate(self, then_phase: str | None = None) -> None:
-        """Validation without touching training's RNG; marks progress as soon as its metrics are logged."""
-        loop, run, data = self.loop, self.run, self.data
+    # -- the training loader's iterator ---------------------------------------------------------
+    def _open_epoch(self) -> None:
+        """Make the epoch's iterator from the RNG as it is now (recorded for a resume inside the epoch)."""
+        loader = self.data.train_loader
+        generators = sampling_generators(loader)
+        self.loop.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
+        self._iterator = iter(self.run.strategy.process_dataloader(loader, training=True))
 
-        def logged() -> None:
-            loop.validation_pending = False
-            if then_phase is not None:
-                loop.phase = then_phase
-
-        if data.val_loaders:
-            with isolated_rng():
-                run_evaluation(run, VALIDATION, data.val_loaders, data.val_batch_limits, after_logging=logged)
-            run.metrics.stage = "train"
-        logged()
-
-    def _epoch_batches(self) -> Iterator[tuple[int, Any]]:
-        """(index, batch) of the epoch from batches_done on, in the order an uninterrupted epoch has."""
-        loop, data = self.loop, self.data
-        loader, discard = skip_batches(data.train_loader, loop.batches_done)
-        generators = sampling_generators(data.train_loader)
-        resume_rng, epoch_start = loop._resume_rng, loop.epoch_start_rng
-        if resume_rng is not None and epoch_start is not None:
-            restore_rng(epoch_start["global"])
-            for generator, state in zip(generators, epoch_start["generators"]):
+    def _reopen_epoch(self) -> None:
+        """Resume inside an epoch: the iterator as the epoch made it, past the batches done, then the RNG as it
+        was when the checkpoint was taken (before the next batch is loaded, so augmentation draws match)."""
+        loop, loader = self.loop, self.data.train_loader
+        start = loop.epoch_start_rng
+        if start is not None:  # a migrated Lightning checkpoint has none: its order is drawn anew
+            restore_rng(start["global"])
+            for generator, state in zip(sampling_generators(loader), start["generators"]):
                 generator.set_state(state)
-        else:
-            loop.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
-        iterator = iter(self.run.strategy.process_dataloader(loader))
+        skipping, discard = skip_batches(loader, loop.batches_done)
+        iterator = iter(self.run.strategy.process_dataloader(skipping, training=True))
+        sampler = getattr(skipping, "batch_sampler", None)
+        if isinstance(sampler, SkipFirstBatches) and getattr(skipping, "num_workers", 0) == 0:
+            sampler.prime()  # draw the epoch's order now, from the epoch's RNG
         for _ in range(discard):
             next(iterator, None)
-        index = loop.batches_done
-        for batch in iterator:
-            if loop._resume_rng is not None:  # the loader has drawn its order: continue the saved RNG
-                restore_rng(loop._resume_rng)
-                loop._resume_rng = None
-            yield index, batch
-            index += 1
+        self._iterator = iterator
+
+    def _resume(self) -> None:
+        """Continue a restored run where its checkpoint was taken, with the checkpoint's RNG."""
+        loop = self.loop
+        if loop.phase == "running" and loop.batches_done:
+            self.data.set_epoch(loop.epoch)
+            self._reopen_epoch()
+        self._apply_resume_rng()
+        if loop.phase == "running" and loop.boundary:
+            self._finish_boundary(loop.epoch_complete)
+            if loop.epoch_complete or loop.max_steps_reached() or (loop.should_stop and loop.can_stop_early()):
+                loop.phase = EPOCH_END
+        if loop.phase != "running":
+            self._iterator = None
+            self._finish_epoch()
+
+    def _apply_resume_rng(self) -> None:
+        if self.loop.resume_rng is not None:
+            restore_rng(self.loop.resume_rng)
+            self.loop.resume_rng = None
+
+    # -- an epoch -------------------------------------------------------------------------------
+    def _start_epoch(self) -> None:
+        loop, run, data = self.loop, self.run, self.data
+        if loop.epoch and data.train_reload_due(loop.epoch):
+            data.request_train(loop.epoch)
+            self.schedule.connect()
+            iter(data.train_loader)  # Lightning makes an iterator when it reloads, then the epoch's own
+        data.set_epoch(loop.epoch)
+        if self.schedule.epoch_due(loop.epoch) and data.validation_reload_due(loop.epoch):
+            data.request_validation(loop.epoch)
+        loop.epoch_complete = False
+        run.hooks.fire("on_train_epoch_start")
+        if self._iterator is None:
+            self._open_epoch()
 
     def _run_epoch(self) -> None:
         loop, run, data, optimization = self.loop, self.run, self.data, self.optimization
+        if loop.batches_done == 0 and not loop.boundary:
+            self._start_epoch()
+        iterator = self._iterator
+        assert iterator is not None
         strategy, hooks, metrics = run.strategy, run.hooks, run.metrics
-        data.prepare_epoch(loop.epoch, resuming_inside=bool(loop.batches_done))
         limit = data.num_training_batches
-        metrics.stage = "train"
-        if loop.validation_pending:
-            self._validate()
-        if not loop.batches_done:
-            hooks.fire("on_train_epoch_start")
-        on_batch_start = hooks.get("on_train_batch_start")
-        on_batch_end = hooks.get("on_train_batch_end")
+        move = batch_transfer(run)
+        on_batch_start, on_batch_end = hooks.get("on_train_batch_start"), hooks.get("on_train_batch_end")
         accelerator = strategy.accelerator
-        step_boundary = accelerator.step_boundary
-        run_batch = optimization.run_batch
-        validate_every = self.schedule.interval_batches
-        check_loss_each_step = not accelerator.defers_execution
+        step_boundary = None if type(accelerator).step_boundary is Accelerator.step_boundary else accelerator.step_boundary
+        check_loss_each_step = not strategy.accelerator.defers_execution
         watch_loss = not strategy.precision.skips_nonfinite_steps
-        loggers, log_every = run.loggers, run.settings.log_every_n_steps
-        preemption = run.preemption
-        stopped_early = False
-        for batch_index, batch in self._epoch_batches():
-            if batch_index >= limit:
-                break
+        schedulers = run.scheduler_configs if optimization.automatic else []
+        run_batch = optimization.run_batch
+        unsized = math.isinf(limit)
+        batches: Iterable[Any] = _lookahead(iterator) if unsized else iterator
+        is_last = False
+        for batch in batches:
+            batch_index = loop.batches_done
             if check_loss_each_step:
-                loop._check_pending_loss()
-            batch = strategy.batch_to_device(batch)
+                self._check_loss()
+            if unsized:
+                batch, is_last = batch
+            batch = move(batch)
             if on_batch_start is not None and -1 in on_batch_start(batch=batch, batch_idx=batch_index):
+                if schedulers:
+                    step_schedulers(run, "epoch", loop.epoch + 1, plateau=False)
+                loop.epoch_complete = True
                 break
+            accumulate = loop.accumulate_grad_batches
+            loop.batches_done = done = batch_index + 1
+            loop.total_batches_done += 1
+            is_last = is_last or done >= limit
+            steps_now = done % accumulate == 0 or is_last
             step = loop.global_step
-            outputs = run_batch(batch, batch_index, limit)
+            outputs = run_batch(batch, batch_index, steps_now)
             if watch_loss:
                 loop._pending_loss = optimization.last_loss
                 loop._pending_where = (loop.epoch, batch_index, step)
-            loop.batches_done = batch_index + 1
-            loop.validation_pending = bool(validate_every) and loop.batches_done % validate_every == 0 \
-                and loop.batches_done < limit
-            log_now = loggers and loop.global_step % log_every == 0
-            if log_now:  # before the batch-end callbacks: a checkpoint they write already holds this step's row
-                run.log_metrics(metrics.pop_step_metrics())
+            if schedulers:
+                if steps_now:
+                    step_schedulers(run, "step", done, plateau=False)
+                if is_last:
+                    step_schedulers(run, "epoch", loop.epoch + 1, plateau=False)
+            loop.epoch_complete, loop.stepped, loop.boundary = is_last, steps_now, AFTER_BATCH
             if on_batch_end is not None:
                 on_batch_end(outputs=outputs, batch=batch, batch_idx=batch_index)
-                if log_now:  # what the batch-end hooks logged
-                    run.log_metrics(metrics.pop_step_metrics())
-            step_boundary()
-            if loop.validation_pending:
-                self._validate()
-            if preemption is not None:
-                preemption.check(loop.global_step)
-            if loop._max_steps_reached() and loop.batches_done < limit:
-                stopped_early = True  # the epoch stays unfinished: a longer run resumes it exactly
+            if step_boundary is not None:
+                step_boundary()
+            self._finish_boundary(is_last)
+            if is_last or loop.max_steps_reached() or (loop.should_stop and self._stopping()):
                 break
-            if loop.should_stop and loop._minimum_reached():
-                break
-        loop._check_pending_loss()
-        if stopped_early:
-            return
-        loop.phase = "validating"
+        self._iterator = None
+        self._check_loss()
+        loop.phase = EPOCH_END
         self._finish_epoch()
+
+    def _stopping(self) -> bool:
+        """should_stop is set and may take effect now; otherwise say once why training goes on."""
+        loop = self.loop
+        if loop.can_stop_early():
+            return True
+        warn_once(f"Trainer was signaled to stop but the required min_epochs={loop.min_epochs} or "
+                  f"min_steps={loop.min_steps} has not been met. Training will continue...")
+        return False
+
+    def _finish_boundary(self, is_last_batch: bool) -> None:
+        """After on_train_batch_end: the step's metrics, validation when due, plateau schedulers, preemption."""
+        loop, run, metrics = self.loop, self.run, self.run.metrics
+        if loop.boundary == AFTER_BATCH:
+            settings = run.settings
+            if loop.stepped and run.loggers and ((loop.batches_that_stepped + 1) % settings.log_every_n_steps == 0
+                                                 or loop.should_stop or settings.fast_dev_run):
+                run.log_metrics(metrics.pop_step_metrics())
+            else:
+                metrics.pop_step_metrics(as_floats=False)
+            stopping = loop.should_stop and loop.can_stop_early()
+            if self.schedule.due_after_batch(loop.epoch, loop.batches_done - 1, loop.total_batches_done - 1,
+                                             is_last_batch, stopping):
+                self._validate()
+            loop.boundary = VALIDATED
+        if loop.boundary == VALIDATED:
+            if loop.stepped:
+                if run.scheduler_configs and self.optimization.automatic:
+                    step_schedulers(run, "step", loop.batches_done, plateau=True)
+                loop.batches_that_stepped += 1
+            loop.boundary = ""
+        preemption = run.preemption
+        if preemption is not None and (preemption.received is not None or (
+                preemption.sync_every and loop.global_step % preemption.sync_every == 0)):
+            preemption.check(loop.global_step)
+
+    def _validate(self) -> None:
+        """Validation during fit; the boundary is marked done as soon as its metrics are logged."""
+        loop, run, data = self.loop, self.run, self.data
+        if not data.validation_requested:
+            data.request_validation(loop.epoch)
+        if not data.val_loaders:
+            return
+        if loop.stepped:
+            run.module.on_validation_model_zero_grad()
+
+        def logged() -> None:
+            loop.boundary = VALIDATED
+
+        run_evaluation(run, VALIDATION, data.val_loaders, data.val_batch_limits, after_logging=logged)
+        run.metrics.stage = "train"
+        run.state.stage = RunningStage.TRAINING
 
     def _finish_epoch(self) -> None:
         """Epoch-end work in Lightning's order, from whatever phase a resumed run is in."""
         loop, run = self.loop, self.run
         metrics = run.metrics
-        if loop.phase == "validating":
-            if self.schedule.due_at_epoch_end(loop.epoch):
-                self._validate(then_phase="validated")
-            loop.phase = "validated"
-        if loop.phase == "validated":
-            loop.phase = "trained"
+        if loop.phase == EPOCH_END:
+            loop.phase = TRAINED
             run.hooks.fire("on_train_epoch_end")
-        if loop.phase == "trained":
+        if loop.phase == TRAINED:
             to_loggers = bool(run.loggers)  # without loggers nothing is read back from the device
-            logged = {**metrics.pop_step_metrics(as_floats=to_loggers), **metrics.reduce_epoch("train", to_loggers)}
-            loop.phase = "logged"
-            run.log_metrics(logged)
-        if run.scheduler_configs:
-            step_schedulers(run.scheduler_configs, "epoch", loop.epoch + 1, metrics)
+            logged = metrics.reduce_epoch("train", to_loggers)
+            loop.phase = LOGGED
+            run.log_metrics(logged, step=loop.batches_that_stepped - 1)
+        if loop.epoch_complete and run.scheduler_configs and self.optimization.automatic:
+            step_schedulers(run, "epoch", loop.epoch + 1, plateau=True)
         loop.epoch += 1
         loop.batches_done = 0
-        loop.phase = "running"
+        loop.phase, loop.boundary, loop.epoch_complete = "running", "", False
+
+    def _check_loss(self) -> None:
+        self.loop.check_finite_loss()
+
+
+def _lookahead(iterator: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
+    """(batch, is_last) pairs: a loader of unknown length is read one batch ahead to know its last batch."""
+    previous = next(iterator, _END)
+    while previous is not _END:
+        current = next(iterator, _END)
+        yield previous, current is _END
+        previous = current
+
+
+_END = object()
+

@@ -1,20 +1,31 @@
-"""What one training batch does: forward, backward and optimizer steps with their hooks and schedulers."""
+"""What one training batch does, as Lightning's automatic and manual optimization do it.
+
+Automatic optimization builds a closure (training_step, zero_grad at the start of an accumulation window,
+backward) and hands it to the optimizer step, so optimizers that re-evaluate the loss (LBFGS) and modules
+that override `optimizer_step` work. Every service a module, strategy or precision can override is looked up
+once per fit: what nobody overrides is called directly, so it costs nothing on the per-step path.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trellis.data import infer_batch_size
 from trellis.errors import ConfigurationError
+from trellis.hookspecs import is_overridden
+from trellis.optim import StrategyOptimizer
+from trellis.roles import Precision, Strategy
 
 if TYPE_CHECKING:
     from trellis.metrics import MetricStore
     from trellis.optim import SchedulerConfig
     from trellis.run import Run
+
+_Tensor = torch.Tensor
 
 
 def loss_from(outputs: Any, module: Any) -> torch.Tensor | None:
@@ -40,6 +51,17 @@ def log_classic_result(result: Any, module: Any) -> None:
             module.log(name, value, prog_bar=prog_bar, logger=logger)
 
 
+def takes_batch_index(step: Callable[..., Any]) -> bool:
+    """Whether a step method takes batch_idx: by that name, *args, or a second positional argument
+    (`training_step(self, batch)` gets the batch alone, as in Lightning)."""
+    try:
+        spec = inspect.getfullargspec(step)
+    except TypeError:
+        return True
+    arguments = spec.args[1:] if inspect.ismethod(step) else spec.args
+    return "batch_idx" in arguments or spec.varargs is not None or len(arguments) >= 2
+
+
 def takes_optimizer_index(module: Any) -> bool:
     """Classic form: training_step(self, batch, batch_idx, optimizer_idx) with several optimizers."""
     return "optimizer_idx" in inspect.signature(module.training_step).parameters
@@ -54,12 +76,15 @@ def check_optimizers(module: torch.nn.Module, optimizers: list[torch.optim.Optim
         )
 
 
-def step_schedulers(configs: list[SchedulerConfig], interval: str, count: int, metrics: MetricStore) -> None:
-    """Step the schedulers of an interval whose frequency divides `count` (optimizer steps or epochs)."""
-    for config in configs:
-        if config.interval != interval or count % config.frequency:
+def step_schedulers(run: Run, interval: str, count: int, plateau: bool) -> None:
+    """Step the schedulers of an interval (non-plateau ones, or ReduceLROnPlateau ones, which read a metric)
+    whose frequency divides `count`: the batch of the epoch (1-based) or the epoch (1-based)."""
+    metrics: MetricStore = run.metrics
+    for config in run.scheduler_configs:
+        if config.interval != interval or config.needs_metric != plateau or count % config.frequency:
             continue
-        if config.needs_metric:
+        value = None
+        if plateau:
             available = metrics.callback_metrics
             value = available.get(config.monitor or "")
             if value is None:
@@ -69,36 +94,57 @@ def step_schedulers(configs: list[SchedulerConfig], interval: str, count: int, m
                         f"{sorted(available)}. Log it with self.log or set strict=False"
                     )
                 continue
-            config.scheduler.step(float(value))
-        else:
-            config.scheduler.step()
+        run.module.lr_scheduler_step(config.scheduler, value)
 
 
 class Optimization:
-    """The per-step services of one fit: zero_grad, backward and optimizer steps with their hooks, and the
+    """The per-step services of one fit: the optimizer steps, zero_grad and backward with their hooks, in the
     automatic or manual form of a training batch."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        module = run.module
+        module, strategy = run.module, run.strategy
+        precision = strategy.precision
+        self.automatic = bool(module.automatic_optimization)
         self.classic_optimizer_idx = takes_optimizer_index(module)
         check_optimizers(module, run.optimizers, self.classic_optimizer_idx)
-        self.run_batch = self._automatic_batch if module.automatic_optimization else self._manual_batch
-        self._step_counters = [] if module.automatic_optimization else [
+        #: what Module.optimizers() hands out: optimizers whose step goes through the strategy.
+        self.wrapped = [StrategyOptimizer.wrap(optimizer, self, index) for index, optimizer in enumerate(run.optimizers)]
+        self._step_counters = [] if self.automatic else [
             optimizer.register_step_post_hook(self._count_manual_step) for optimizer in run.optimizers]
         hooks = run.hooks
         self._before_zero_grad = hooks.get("on_before_zero_grad")
         self._before_backward = hooks.get("on_before_backward")
         self._after_backward = hooks.get("on_after_backward")
         self._before_optimizer_step = hooks.get("on_before_optimizer_step")
-        #: the last loss backward ran on (checked for NaN/inf by the fit loop), None after a skipped step.
+        self._module_step = is_overridden(module, "optimizer_step")
+        self._module_zero_grad = is_overridden(module, "optimizer_zero_grad")
+        self._module_clipping = is_overridden(module, "configure_gradient_clipping")
+        self._plain_zero_grad = (self._before_zero_grad is None and not self._module_zero_grad
+                                 and _inherited(strategy, "zero_grad"))
+        self._plain_backward = (self._before_backward is None and self._after_backward is None
+                                and not is_overridden(module, "backward") and _inherited(strategy, "backward")
+                                and type(precision).backward is Precision.backward)
+        self._plain_step = (not self._module_step and _inherited(strategy, "optimizer_step")
+                            and type(precision).optimizer_step is Precision.optimizer_step)
+        clips = self.automatic and (self._module_clipping or bool(run.settings.gradient_clip_val))
+        #: on_before_optimizer_step or gradient clipping run between the closure and the step.
+        self._prepares_step = self._before_optimizer_step is not None or clips
+        self._step_function = strategy.step_function("training_step")
+        #: training_step(self, batch) without batch_idx is called with the batch alone, as Lightning does.
+        self._with_index = takes_batch_index(module.training_step)
+        #: the loss of the last backward (the fit loop checks it for NaN/inf), None after a step without one.
         self.last_loss: torch.Tensor | None = None
+        self.last_outputs: Any = None
 
-    # -- services (also what manual optimization calls) ------------------------------------------------
-    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+    # -- services (also what manual optimization and Module methods call) ----------------------------
+    def zero_grad(self, optimizer: torch.optim.Optimizer, batch_index: int) -> None:
         if self._before_zero_grad is not None:
             self._before_zero_grad(optimizer=optimizer)
-        self.run.strategy.zero_grad(optimizer)
+        if self._module_zero_grad:
+            self.run.module.optimizer_zero_grad(self.run.fit_loop.epoch, batch_index, optimizer)
+        else:
+            self.run.strategy.zero_grad(optimizer)
 
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         if self._before_backward is not None:
@@ -107,58 +153,99 @@ class Optimization:
         if self._after_backward is not None:
             self._after_backward()
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, optimizer_index: int) -> None:
-        """Clip the gradients of one optimizer and step it (automatic optimization)."""
-        if self._before_optimizer_step is not None:
-            self._before_optimizer_step(optimizer=optimizer, optimizer_idx=optimizer_index)
-        settings = self.run.settings
-        if settings.gradient_clip_val:
-            self.run.strategy.clip_gradients(optimizer, settings.gradient_clip_val, settings.gradient_clip_algorithm)
-        self.run.strategy.optimizer_step(optimizer)
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None,
+                       optimizer_index: int = 0) -> Any:
+        """Step through the strategy and precision; the closure runs first, then the hooks and clipping."""
+        if self._prepares_step:
+            closure = self._with_after_closure(optimizer, optimizer_index, closure)
+        return self.run.strategy.optimizer_step(optimizer, closure)
+
+    def _with_after_closure(self, optimizer: torch.optim.Optimizer, optimizer_index: int,
+                            closure: Callable[[], Any] | None) -> Callable[[], Any]:
+        """The closure followed by on_before_optimizer_step and gradient clipping (Lightning's order)."""
+
+        def closure_then_prepare_step() -> Any:
+            result = closure() if closure is not None else None
+            if self._before_optimizer_step is not None:
+                self._before_optimizer_step(optimizer=optimizer, optimizer_idx=optimizer_index)
+            if self.automatic:
+                settings = self.run.settings
+                self.run.module.configure_gradient_clipping(
+                    optimizer, gradient_clip_val=settings.gradient_clip_val,
+                    gradient_clip_algorithm=settings.gradient_clip_algorithm)
+            return result
+
+        return closure_then_prepare_step
 
     # -- one training batch ---------------------------------------------------------------------------
-    def _automatic_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
-        """Forward, backward and (at the end of an accumulation window) the optimizer step."""
-        run = self.run
-        strategy, metrics, progress = run.strategy, run.metrics, run.fit_loop
-        accumulate = run.settings.accumulate_grad_batches
-        steps_now = (batch_index + 1) % accumulate == 0 or batch_index + 1 >= limit
+    def run_batch(self, batch: Any, batch_index: int, steps_now: bool) -> Any:
+        """Run one batch; `steps_now` is False inside an accumulation window. Returns training_step's output."""
+        metrics = self.run.metrics
         metrics.in_training_step = True
         if metrics.logger_keys or metrics.prog_bar_keys or batch_index == 0:
             metrics.current_batch_size = infer_batch_size(batch)
-        outputs = self.last_loss = None
-        stepped = False
-        for optimizer_index, optimizer in enumerate(run.optimizers):
-            arguments = (batch, batch_index, optimizer_index) if self.classic_optimizer_idx else (batch, batch_index)
-            with strategy.no_backward_sync(not steps_now) if accumulate > 1 else contextlib.nullcontext():
-                outputs = strategy.run_step("training_step", *arguments)
-                loss = loss_from(outputs, run.module)
-                if loss is None:  # training_step returned None: skip this step
-                    continue
-                if accumulate > 1:
-                    loss = loss / accumulate
-                if batch_index % accumulate == 0 or optimizer_index:  # the window's first micro-batch
-                    self.zero_grad(optimizer)
-                self.backward(loss, optimizer)
-                self.last_loss = loss.detach()
-            if steps_now:
-                self.optimizer_step(optimizer, optimizer_index)
-                stepped = True
-        metrics.in_training_step = False
-        if stepped:
-            progress.global_step += 1
-            if run.scheduler_configs:
-                step_schedulers(run.scheduler_configs, "step", progress.global_step, metrics)
-        return outputs
+        self.last_loss = self.last_outputs = None
+        try:
+            if not self.automatic:
+                return self._step_function(batch, batch_index) if self._with_index else self._step_function(batch)
+            for optimizer_index, optimizer in enumerate(self.run.optimizers):
+                self._automatic_step(batch, batch_index, optimizer_index, optimizer, steps_now)
+            if steps_now:  # one global step per batch, whatever the number of optimizers (classic form)
+                self.run.fit_loop.global_step += 1
+            return self.last_outputs
+        finally:
+            metrics.in_training_step = False
 
-    def _manual_batch(self, batch: Any, batch_index: int, limit: float) -> Any:
-        """The user drives backward and the optimizers inside training_step."""
-        metrics = self.run.metrics
-        metrics.in_training_step = True
-        metrics.current_batch_size = infer_batch_size(batch)
-        outputs = self.run.strategy.run_step("training_step", batch, batch_index)
-        metrics.in_training_step = False
-        return outputs
+    def _automatic_step(self, batch: Any, batch_index: int, optimizer_index: int, optimizer: torch.optim.Optimizer,
+                        steps_now: bool) -> None:
+        run = self.run
+        accumulate = run.fit_loop.accumulate_grad_batches
+        step_function, module = self._step_function, run.module
+        if self.classic_optimizer_idx:
+            arguments: tuple = (batch, batch_index, optimizer_index)
+        else:
+            arguments = (batch, batch_index) if self._with_index else (batch,)
+        zero_grad_now = batch_index % accumulate == 0 or optimizer_index > 0
+
+        def closure() -> torch.Tensor | None:
+            outputs = step_function(*arguments)
+            loss = outputs if outputs.__class__ is _Tensor else loss_from(outputs, module)
+            self.last_outputs = outputs
+            if zero_grad_now:
+                if self._plain_zero_grad:
+                    optimizer.zero_grad()
+                else:
+                    self.zero_grad(optimizer, batch_index)
+            if loss is None:
+                return None
+            if accumulate > 1:
+                loss = loss / accumulate
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self.backward(loss, optimizer)
+            self.last_loss = loss
+            return loss
+
+        if not steps_now:
+            with run.strategy.no_backward_sync(True):
+                closure()
+            return
+        if accumulate == 1:
+            self._step(optimizer, optimizer_index, batch_index, closure)
+        else:
+            with run.strategy.no_backward_sync(False):
+                self._step(optimizer, optimizer_index, batch_index, closure)
+
+    def _step(self, optimizer: torch.optim.Optimizer, optimizer_index: int, batch_index: int,
+              closure: Callable[[], Any]) -> None:
+        if self._module_step:
+            self.run.module.optimizer_step(self.run.fit_loop.epoch, batch_index, self.wrapped[optimizer_index],
+                                           closure)
+        elif self._plain_step and not self._prepares_step:
+            optimizer.step(closure)
+        else:
+            self.optimizer_step(optimizer, closure, optimizer_index)
 
     def _count_manual_step(self, *_: Any) -> None:
         """Optimizer step post-hook in manual optimization: each optimizer step is a global step."""
@@ -168,3 +255,8 @@ class Optimization:
         """Detach from the optimizers (they may be reused by a later fit)."""
         for handle in self._step_counters:
             handle.remove()
+
+
+def _inherited(strategy: Strategy, method: str) -> bool:
+    """Whether the strategy uses the role's own implementation of a method."""
+    return getattr(type(strategy), method) is getattr(Strategy, method)

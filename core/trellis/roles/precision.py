@@ -39,8 +39,13 @@ class Precision:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, module: torch.nn.Module | None) -> None:
-        """Run backward on the loss (scaled, where the mode scales)."""
-        loss.backward()
+        """Run backward on the loss (scaled, where the mode scales) through `module.backward` when the module
+        has one (a trellis.Module, which a user may override), else `loss.backward()`."""
+        backward = getattr(module, "backward", None)
+        if backward is None:
+            loss.backward()
+        else:
+            backward(loss)
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """Undo loss scaling on the optimizer's gradients, before clipping reads them."""

@@ -7,6 +7,7 @@ change (launching, wrapping, collectives, which rank writes).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -136,6 +137,16 @@ class Strategy:
         with self.precision.forward_context(self.accelerator.device_type):
             return getattr(self.module, method)(*args)
 
+    def step_function(self, method: str) -> Callable[..., Any]:
+        """What the loops call for every batch of a stage: `run_step(method, ...)` bound once.
+
+        Where neither the strategy nor the precision adds anything (one device, no autocast) that is the
+        module's own method, so a step costs no call beyond the user's.
+        """
+        if type(self).run_step is Strategy.run_step and type(self.precision).forward_context is Precision.forward_context:
+            return getattr(self.module, method)
+        return functools.partial(self.run_step, method)
+
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         self.precision.backward(loss, self.module)
 
@@ -161,10 +172,11 @@ class Strategy:
         return contextlib.nullcontext()
 
     # -- data -------------------------------------------------------------------------------
-    def batch_to_device(self, batch: Any) -> Any:
-        return self.precision.convert_input(self.accelerator.batch_to_device(batch, self.root_device))
+    def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
+        """Move a batch onto this process's device (`device`: that device, when the caller has it at hand)."""
+        return self.accelerator.batch_to_device(batch, device or self.root_device)
 
-    def process_dataloader(self, dataloader: Iterable) -> Iterable:
+    def process_dataloader(self, dataloader: Iterable, training: bool = False) -> Iterable:
         return self.accelerator.wrap_dataloader(dataloader, self.root_device)
 
     # -- collectives --------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class Float16Mixed(AutocastPrecision):
         return self._scaler.get_scale() if self._scaler is not None else self._initial_state["scale"]
 
     def backward(self, loss: torch.Tensor, module: torch.nn.Module | None) -> None:
-        self._scaler_on(loss.device.type).scale(loss).backward()
+        super().backward(self._scaler_on(loss.device.type).scale(loss), module)
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         if self._scaler is None or id(optimizer) in self._unscaled:
