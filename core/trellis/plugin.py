@@ -19,6 +19,7 @@ from trellis.discovery import load as load_plugin
 from trellis.discovery import names as plugin_names
 from trellis.errors import (
     CheckpointError,
+    CheckpointMismatchError,
     ConfigurationError,
     HookValidationError,
     PluginConflictError,
@@ -54,6 +55,7 @@ __all__ = [
     "Callback",
     "CheckpointError",
     "CheckpointIO",
+    "CheckpointMismatchError",
     "ClusterEnvironment",
     "ConfigurationError",
     "DevicesArg",

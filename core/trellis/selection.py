@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trellis import discovery
+from trellis.callback_loading import implemented_hooks
 from trellis.errors import ConfigurationError, PluginConflictError, PluginLoadError, PluginNotFoundError
 from trellis.roles.accelerator import Accelerator, DevicesArg
 from trellis.roles.checkpoint_io import CheckpointIO
@@ -52,8 +53,6 @@ class Selection:
 
 def sort_plugin_objects(plugins: Sequence[Any]) -> dict[str, Any]:
     """Sort `Trainer(plugins=[...])` by role; objects of no role that implement hooks are hook plugins."""
-    from trellis.callback_loading import implemented_hooks
-
     by_role: dict[str, Any] = {"logger": [], "hook": []}
     for plugin in plugins:
         if isinstance(plugin, str):

@@ -321,3 +321,16 @@ def test_import_trellis_stays_light_and_the_cli_names_need_jsonargparse():
     assert without.returncode == 0, without.stderr
     assert 'ERROR TrellisCLI (LightningCLI) needs jsonargparse: pip install "trellis[cli]"' in without.stdout
     assert "trellis-cpu" in without.stdout
+
+
+def test_under_ddp_rank_zero_saves_the_config_and_every_rank_refuses_to_overwrite_it(project):
+    arguments = ("fit", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+                 "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.default_root_dir=runs",
+                 "--trainer.enable_checkpointing=false", *QUIET)
+    first = run(project, "train.py", *arguments)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(path.name for path in (project / "runs").iterdir()) == ["config.yaml"]
+    saved = (project / "runs" / "config.yaml").read_text()
+    second = run(project, "train.py", *arguments, "--model.lr=0.5")
+    assert second.returncode != 0 and "ConfigExistsError: " in second.stderr
+    assert (project / "runs" / "config.yaml").read_text() == saved

@@ -128,3 +128,15 @@ def test_a_block_list_entry_that_matches_nothing_is_reported_with_the_closest_na
     assert ("TRELLIS_BLOCK_PLUGINS names 'acme-nup', which is no installed plugin or distribution, so it blocks "
             "nothing: did you mean 'acme-npu'?") in result.stderr
     assert result.stderr.count("TRELLIS_BLOCK_PLUGINS names") == 1
+
+
+def test_the_distributions_kept_with_discovery_off_are_the_ones_the_kernel_depends_on():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from trellis.discovery import KERNEL_DISTRIBUTIONS
+
+    project = tomllib.loads((Path(TESTS_DIR).parent / "pyproject.toml").read_text())["project"]
+    required = {re.split(r"[<>=!~;\[ ]", requirement)[0] for requirement in project["dependencies"]}
+    assert KERNEL_DISTRIBUTIONS == {name for name in required if name.startswith("trellis-")}

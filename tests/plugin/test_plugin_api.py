@@ -40,6 +40,14 @@ def test_every_exported_name_resolves_to_the_kernel_object():
         trellis.plugin.Trainer  # noqa: B018  (the user API is not the plugin API)
 
 
+def test_every_trellis_error_is_part_of_the_plugin_api():
+    import trellis.errors
+
+    errors = {name for name, value in vars(trellis.errors).items()
+              if isinstance(value, type) and issubclass(value, trellis.errors.TrellisError)}
+    assert errors <= set(trellis.plugin.__all__)
+
+
 def test_importing_the_plugin_api_costs_nothing_beyond_import_trellis():
     result = run_python("""
         import sys

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trellis.testing import checkpoint_io_checks
 from trellis.testing import contract_checks, precision_checks, role_checks, training_checks
 from trellis.testing.subject import Subject
 
@@ -54,6 +55,7 @@ CHECKS: dict[str, list[Check]] = {
         Check("checkpoint_round_trip", role_checks.check_checkpoint_round_trip),
         Check("safe_loading", role_checks.check_safe_loading),
         *_TRAIN,
+        Check("kill_mid_save", checkpoint_io_checks.check_kill_mid_save),
     ],
     "cluster_environment": [*_CONTRACT, Check("detection", role_checks.check_detection)],
     "callback": [*_CONTRACT, *_STATE, *_TRAIN],

@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -64,9 +65,58 @@ def test_pjrt_device_and_tpu_device_nodes_make_it_available(monkeypatch: pytest.
     assert availability.pjrt_device() == "TPU" and XLAAccelerator.is_available()
 
 
-def test_strategy_refuses_several_devices_and_other_accelerators() -> None:
+@pytest.fixture
+def four_cpu_xla_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """XLA's CPU device showing 4 devices; choosing needs torch_xla findable, never imported."""
+    monkeypatch.setattr(availability, "torch_xla_installed", lambda: True)
+    monkeypatch.setenv("PJRT_DEVICE", "CPU")
+    monkeypatch.setenv("CPU_NUM_DEVICES", "4")
+
+
+def xla_trainer(**flags) -> trellis.Trainer:
+    return trellis.Trainer(logger=False, enable_progress_bar=False, **flags)
+
+
+@pytest.mark.parametrize("flags", [{"accelerator": "xla", "devices": 4}, {"accelerator": "tpu"}, {"tpu_cores": 4},
+                                   {"accelerator": "xla", "devices": -1}])
+def test_several_devices_run_spmd_in_this_process(four_cpu_xla_devices, flags) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tpu_cores is the classic spelling
+        strategy = xla_trainer(**flags).strategy
+    assert isinstance(strategy, XLAStrategy) and strategy.spmd and not strategy.shard_weights
+    assert strategy.devices == [0, 1, 2, 3]
+    assert strategy.launcher is None and strategy.world_size == 1  # one process drives every device
+    assert strategy.distributed_sampler_kwargs is None  # each batch is the global batch, split on the devices
+
+
+def test_tpu_cores_is_the_classic_spelling_of_devices(four_cpu_xla_devices) -> None:
+    with pytest.warns(DeprecationWarning, match=r"use accelerator='tpu', devices=4 instead"):
+        xla_trainer(tpu_cores=4)
+
+
+def test_one_device_runs_without_spmd(four_cpu_xla_devices) -> None:
+    strategy = xla_trainer(accelerator="xla", devices=1).strategy
+    assert isinstance(strategy, XLAStrategy) and not strategy.spmd and strategy.devices == [0]
+
+
+def test_xla_fsdp_shards_the_weights_too(four_cpu_xla_devices) -> None:
+    strategy = xla_trainer(accelerator="xla", devices=4, strategy="xla_fsdp").strategy
+    assert isinstance(strategy, XLAStrategy) and strategy.spmd and strategy.shard_weights
+    assert discovery.find("strategy", "xla_fsdp").distribution == "trellis-xla"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"devices": 2}, r"devices=\[0, 1\] was asked for: pass devices=4 \(or 'auto'\), or devices=1 for one device"),
+    ({"devices": 1, "strategy": "xla_fsdp"}, r"devices=\[0\] with shard_weights=True was asked for: pass devices=4"),
+    ({"devices": 4, "num_nodes": 2}, r"multi-host SPMD \(TPU pods\) is not implemented yet: pass num_nodes=1"),
+])
+def test_spmd_over_part_of_the_host_or_several_hosts_is_refused_with_the_fix(four_cpu_xla_devices, flags, message) -> None:
+    with pytest.raises(ConfigurationError, match=message) as error:
+        xla_trainer(accelerator="xla", **flags)
+    assert "num_nodes" in flags or "CPU_NUM_DEVICES sets how many devices there are" in str(error.value)
+
+
+def test_strategy_refuses_other_accelerators() -> None:
     cpu = discovery.load("accelerator", "cpu")()
     with pytest.raises(ConfigurationError, match="pass accelerator='xla'"):
         XLAStrategy().connect(cpu, None, None, [0], 1)
-    with pytest.raises(ConfigurationError, match="multi-core launch is not implemented yet: pass devices=1"):
-        XLAStrategy().connect(XLAAccelerator(), None, None, [0, 1], 1)

@@ -14,6 +14,7 @@ torch_xla = pytest.importorskip("torch_xla", reason="torch_xla is not installed 
 import torch  # noqa: E402
 import torch_xla.debug.metrics as xla_metrics  # noqa: E402
 
+from trellis.errors import ConfigurationError  # noqa: E402
 from trellis_xla import XLAAccelerator, XLAStrategy  # noqa: E402
 
 HELPERS = os.path.join(os.path.dirname(__file__), "xla_regression.py")
@@ -90,3 +91,21 @@ def test_dataloader_batches_arrive_on_the_device() -> None:
 def test_metrics_report_on_request(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     train(XLAAccelerator(metrics_report=True), tmp_path, max_epochs=1)
     assert "Metric: ExecuteTime" in capsys.readouterr().out
+
+
+def test_device_rng_state_replays_dropout_masks() -> None:
+    accelerator = XLAAccelerator()
+    ones = torch.ones(64, 64, device=accelerator.device(0))
+    state = accelerator.rng_state()
+    first = torch.nn.functional.dropout(ones, 0.5).cpu()
+    assert accelerator.rng_state() != state  # drawing advanced the device's generator
+    accelerator.load_rng_state(state)
+    assert torch.equal(torch.nn.functional.dropout(ones, 0.5).cpu(), first)
+    accelerator.load_rng_state({})  # a checkpoint from another device: nothing to restore, nothing changed
+    assert not torch.equal(torch.nn.functional.dropout(ones, 0.5).cpu(), first)
+
+
+def test_spmd_after_xla_started_without_it_says_to_enable_it_first(tmp_path) -> None:
+    """This module started XLA without SPMD at import; torch_xla would crash switching now."""
+    with pytest.raises(ConfigurationError, match=r"Call `torch_xla.runtime.use_spmd\(\)` at the top of the script"):
+        train("xla", tmp_path, devices="auto", strategy="xla_fsdp")

@@ -24,17 +24,19 @@ class Regression(trellis.Module):
         return torch.optim.Adam(self.parameters(), lr=0.01)
 
 
-def regression_loader() -> torch.utils.data.DataLoader:
+def regression_loader(samples: int = 256, shuffle: bool = True) -> torch.utils.data.DataLoader:
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn(256, 8, generator=generator)
+    features = torch.randn(samples, 8, generator=generator)
     target = features @ torch.linspace(-1.0, 1.0, 8).unsqueeze(1)
     dataset = torch.utils.data.TensorDataset(features, target)
-    return torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1))
+    return torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=shuffle,
+                                       generator=torch.Generator().manual_seed(1))
 
 
 def train(accelerator, root, max_epochs: int = 3, **flags) -> tuple[Regression, trellis.Trainer]:
     trellis.seed_everything(0)
     module = Regression()
+    flags.setdefault("devices", 1)  # one device even where CPU_NUM_DEVICES shows XLA several
     trainer = trellis.Trainer(accelerator=accelerator, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
                               enable_model_summary=False, enable_checkpointing=False, default_root_dir=root, **flags)
     trainer.fit(module, regression_loader())

@@ -7,16 +7,14 @@ from collections.abc import Iterable
 
 import torch
 
-from trellis.roles import Accelerator
-from trellis.roles.accelerator import DevicesArg
-from trellis.utils.rank_zero import rank_zero_info
+from trellis.plugin import Accelerator, rank_zero_info
 from trellis_xla import availability
 
 _MIB = 1024.0 * 1024.0
 
 
 class XLAAccelerator(Accelerator):
-    """One XLA device (a TPU core or chip, or XLA's CPU device with PJRT_DEVICE=CPU).
+    """XLA devices: TPU chips, or XLA's CPU device with PJRT_DEVICE=CPU (CPU_NUM_DEVICES=N of them).
 
     Nothing forces the host to wait on the device inside a step: the optimizer step and the values
     passed to self.log stay lazy XLA tensors until the graph is cut at the step boundary.
@@ -56,11 +54,6 @@ class XLAAccelerator(Accelerator):
             return tpu.num_available_devices()
         return int(os.environ.get(f"{kind}_NUM_DEVICES", "1"))
 
-    @classmethod
-    def parse_devices(cls, devices: DevicesArg) -> list[int]:
-        """"auto" is one device: multi-core training is not implemented yet (see XLAStrategy)."""
-        return [0] if devices == "auto" else super().parse_devices(devices)
-
     def device(self, index: int) -> torch.device:
         import torch_xla
 
@@ -90,6 +83,19 @@ class XLAAccelerator(Accelerator):
         except RuntimeError:
             return {}
         return {f"{key.removesuffix('_bytes')}_mib": value / _MIB for key, value in info.items() if key.endswith("bytes")}
+
+    def rng_state(self) -> dict[str, int]:
+        """The XLA device's random seed state (dropout and torch.rand* on the device draw from it)."""
+        import torch_xla.core.xla_model as xm
+
+        return {"xla_seed": xm.get_rng_state()}
+
+    def load_rng_state(self, state: dict[str, int]) -> None:
+        """Restore what rng_state returned; a checkpoint from another device (no "xla_seed") changes nothing."""
+        if "xla_seed" in state:
+            import torch_xla.core.xla_model as xm
+
+            xm.set_rng_state(state["xla_seed"])
 
     def teardown(self) -> None:
         if self.metrics_report:

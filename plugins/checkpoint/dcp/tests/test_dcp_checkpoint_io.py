@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from trellis.errors import CheckpointError
+from trellis.testing import Subject, Target, checks_for, run_check
 from trellis.testing.processes import run
 from trellis_dcp import DCPCheckpointIO
 
@@ -167,6 +168,11 @@ def test_what_killed_saves_left_is_removed_on_the_next_start_and_resume_and_noth
     DCPCheckpointIO().save_checkpoint(checkpoint(), tmp_path / "other.ckpt")  # a new run's first save
     assert not (tmp_path / killed[0]).exists()
     assert_same(kept, DCPCheckpointIO().load_checkpoint(tmp_path / "epoch=1.ckpt"))
+
+
+def test_passes_the_kits_kill_check() -> None:
+    kill_check = next(check for check in checks_for("checkpoint_io") if check.id == "kill_mid_save")
+    run_check(kill_check, Subject(Target.parse("checkpoint_io:dcp")))
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])

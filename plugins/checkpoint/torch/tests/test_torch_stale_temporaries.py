@@ -169,3 +169,10 @@ def test_temporaries_named_by_earlier_versions_are_removed_too(tmp_path):
     io = TorchCheckpointIO()
     io.save_checkpoint({"step": 1}, tmp_path / "model.ckpt")
     assert os.listdir(tmp_path) == ["model.ckpt"]
+
+
+def test_the_asynchronous_writer_passes_the_kits_kill_check():
+    from trellis.testing import Subject, Target, checks_for, run_check
+
+    kill_check = next(check for check in checks_for("checkpoint_io") if check.id == "kill_mid_save")
+    run_check(kill_check, Subject(Target.parse("checkpoint_io:torch_async")))

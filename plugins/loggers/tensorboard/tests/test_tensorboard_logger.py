@@ -28,6 +28,10 @@ def scalar_steps(accumulator: EventAccumulator, tag: str) -> list[int]:
     return [event.step for event in accumulator.Scalars(tag)]
 
 
+def event_files(log_dir) -> list[str]:
+    return [name for name in os.listdir(log_dir) if name.startswith("events.out.tfevents.")]
+
+
 def hparams_data(accumulator: EventAccumulator) -> dict[str, plugin_data_pb2.HParamsPluginData]:
     contents = accumulator.PluginTagToContent("hparams")
     return {tag: plugin_data_pb2.HParamsPluginData.FromString(content) for tag, content in contents.items()}
@@ -63,6 +67,7 @@ def test_experiment_is_the_native_writer_for_images_and_histograms(tmp_path):
     tags = read_events(logger.log_dir).Tags()
     assert "weights" in tags["histograms"]
     assert "picture" in tags["images"]
+    assert len(event_files(logger.log_dir)) == 1  # the run's one file, which a resume can cut back
 
 
 def test_a_second_run_gets_the_next_version(tmp_path):
@@ -85,7 +90,47 @@ def test_resume_continues_the_same_version_without_steps_logged_twice(tmp_path, 
 
     assert resumed.logger.version == 0
     assert os.listdir(tmp_path / "trellis_logs") == ["version_0"]
+    assert len(event_files(resumed.logger.log_dir)) == 1
     assert scalar_steps(read_events(resumed.logger.log_dir), "loss_step") == list(range(1, 9))
+    assert [(step, name) for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == [
+        (step, "loss_step") for step in range(1, 9)
+    ]
+
+
+def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_the_events_once(tmp_path, kit):
+    """The checkpoint at step 4 is written before that step's validation logs val_loss at step 4: a purge by
+    step cannot tell the two apart, cutting the file back to the checkpoint's event count can."""
+    def validation_step(self, batch, batch_idx):
+        inputs, targets = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(inputs), targets))
+
+    module = type("WithValidation", (kit.TinyRegression,), {"validation_step": validation_step})()
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    flags = {"logger": "tensorboard", "default_root_dir": tmp_path, "val_check_interval": 4, "num_sanity_val_steps": 0}
+    kit.quiet_trainer(max_steps=6, callbacks=[every_four], **flags).fit(
+        module, kit.random_loader(batches=8), kit.random_loader(batches=2))
+    resumed = kit.quiet_trainer(max_steps=8, enable_checkpointing=False, **flags)
+    resumed.fit(module, kit.random_loader(batches=8), kit.random_loader(batches=2),
+                ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
+
+    events = read_events(resumed.logger.log_dir)
+    assert scalar_steps(events, "val_loss") == [4, 8]
+    assert scalar_steps(events, "loss_step") == list(range(1, 9))
+
+
+def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_step_once(tmp_path, kit):
+    kit.run_killed(tmp_path, "tensorboard", kill_at=3)
+    killed_dir = tmp_path / "trellis_logs" / "version_0"
+    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == [1, 2, 3]
+
+    with pytest.warns(UserWarning, match="killed before its first checkpoint"):
+        restarted = kit.quiet_trainer(logger="tensorboard", max_steps=8, default_root_dir=tmp_path,
+                                      enable_checkpointing=False)
+        restarted.fit(kit.TinyRegression(), kit.random_loader())
+
+    assert restarted.logger.log_dir == str(killed_dir)
+    assert len(event_files(killed_dir)) == 1
+    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == list(range(1, 9))
 
 
 def test_tensorboard_server_serves_a_logged_scalar(tmp_path, kit):
@@ -113,48 +158,25 @@ def test_tensorboard_server_serves_a_logged_scalar(tmp_path, kit):
     ]
 
 
-def test_a_failing_writer_never_stops_training_and_delivers_what_it_kept(tmp_path, monkeypatch, kit):
-    """Disk-full cannot be produced here on demand, so the writer is made to fail for a while (a fault injection)."""
-    from torch.utils.tensorboard import SummaryWriter
+def test_a_disk_full_from_the_start_warns_once_trains_on_and_writes_everything_once_there_is_room(small_disk):
+    outcome = small_disk.fit("tensorboard", free_at=6)
 
-    real_add_scalar = SummaryWriter.add_scalar
-    disk = {"full": True}
-
-    def add_scalar(self, *args, **kwargs):
-        if disk["full"]:
-            raise OSError(28, "No space left on device")
-        return real_add_scalar(self, *args, **kwargs)
-
-    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
-    logger = TensorBoardLogger(save_dir=tmp_path)
-    with pytest.warns(UserWarning, match="No space left on device") as warned:
-        for step in range(1, 6):
-            logger.log_metrics({"loss": float(step)}, step=step)
-    assert len(warned) == 1
-    disk["full"] = False
-    logger.log_metrics({"loss": 6.0}, step=6)
-    logger.finalize("success")
-    assert scalar_steps(read_events(logger.log_dir), "loss") == [1, 2, 3, 4, 5, 6]
+    assert outcome["global_step"] == 10
+    failures = [message for message in outcome["warnings"] if "Training goes on" in message]
+    assert len(failures) == 1, outcome["warnings"]
+    assert small_disk.mode == "RLIMIT_FSIZE" or "No space left on device" in failures[0]
+    assert [step for step, name, _ in outcome["points"] if name == "loss"] == list(range(1, 11))
 
 
-def test_what_could_never_be_written_is_saved_and_named(tmp_path, monkeypatch):
-    from torch.utils.tensorboard import SummaryWriter
+def test_a_disk_that_stays_full_says_exactly_which_events_were_lost_and_fit_still_succeeds(small_disk):
+    outcome = small_disk.fit("tensorboard", free_at=-1)
 
-    def add_scalar(self, *args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
-    logger = TensorBoardLogger(save_dir=tmp_path)
-    with pytest.warns(UserWarning) as warned:
-        logger.log_metrics({"loss": 1.0}, step=1)
-        logger.log_metrics({"loss": 2.0}, step=2)
-        logger.finalize("failed")
-    spilled = os.path.join(logger.log_dir, "undelivered.jsonl")
-    assert any("steps 1..2" in str(warning.message) and spilled in str(warning.message) for warning in warned)
-    with open(spilled) as file:
-        assert [json.loads(line) for line in file] == [
-            {"step": 1, "metrics": {"loss": 1.0}}, {"step": 2, "metrics": {"loss": 2.0}},
-        ]
+    assert outcome["global_step"] == 10
+    lost = [message for message in outcome["warnings"] if "lost" in message]
+    assert len(lost) == 1, outcome["warnings"]
+    assert "10 metric row(s) for steps 1..10 (epoch, loss)" in lost[0]
+    assert "3 hparams item(s)" in lost[0]  # session start, experiment, session end
+    assert outcome["points"] == []
 
 
 def test_chosen_by_name_imports_no_tensorboard_until_used(tmp_path):
