@@ -31,13 +31,25 @@ def test_misspelled_hook_name_is_refused_with_the_nearest_real_one():
         quiet_trainer(callbacks=[Typo()])
 
 
-def test_misspelled_argument_name_is_refused_with_the_nearest_real_one():
-    class WrongArgument(trellis.Callback):
-        def on_train_batch_end(self, trainer, pl_module, output, batch, batch_idx):
-            pass
+def test_arguments_named_otherwise_are_passed_in_the_hooks_order_as_lightning_does(tmp_path):
+    seen = []
 
-    with pytest.raises(HookValidationError, match="did you mean 'outputs'"):
-        quiet_trainer(callbacks=[WrongArgument()])
+    class Positional(trellis.Callback):
+        def on_train_batch_end(self, tr, module, outs, b, i):
+            seen.append((tr is trainer, isinstance(module, TinyRegressor), isinstance(outs, torch.Tensor), i))
+
+        def on_train_epoch_end(self, trainer, *args):
+            seen.append(("epoch end", len(args)))
+
+    class LoadsAnonymously(TinyRegressor):
+        def on_load_checkpoint(self, _):
+            seen.append(("loaded", sorted(_)[:2]))
+
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, callbacks=[Positional()], default_root_dir=tmp_path)
+    trainer.fit(LoadsAnonymously(), loader())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    quiet_trainer(max_epochs=2, limit_train_batches=2).fit(LoadsAnonymously(), loader(), ckpt_path=tmp_path / "a.ckpt")
+    assert seen == [(True, True, True, 0), (True, True, True, 1), ("epoch end", 1), ("loaded", ["callbacks", "epoch"])]
 
 
 def test_module_hook_typo_is_refused_at_fit():

@@ -41,7 +41,7 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
             "precision": strategy.precision.state_dict(),
             "callbacks": {callback.state_key: callback.state_dict() for callback in run.callbacks},
             "loggers": {_logger_key(logger): logger.state_dict() for logger in run.loggers},
-            "rng_states": training_rng_state(),
+            "rng_states": training_rng_state(strategy.accelerator),
             "metrics": run.metrics.state_dict(),
         }
     )
@@ -49,15 +49,9 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def load(run: Run, ckpt_path: Any) -> dict[str, Any] | None:
-    """The checkpoint `ckpt_path` names, checked and migrated to the current format; None for "last" on a
-    first run, where nothing was saved yet."""
-    if ckpt_path is None:
-        return None
-    path = resolve_path(run, ckpt_path)
-    if path is None:
-        return None
-    return check_version(run.strategy.load_checkpoint(path))
+def load(run: Run, path: str, weights_only: bool = True) -> dict[str, Any]:
+    """The checkpoint at `path` (see resolve_path), checked and migrated to the current format."""
+    return check_version(run.strategy.load_checkpoint(path, weights_only=weights_only), path)
 
 
 def restore_module(run: Run, checkpoint: dict[str, Any], with_state: bool) -> None:

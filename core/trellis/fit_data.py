@@ -45,13 +45,11 @@ class FitData:
         self.num_training_batches: float = 0.0
         self.val_loaders: list[Iterable] = []
         self.val_batch_limits: list[float] = []
-        self.validation_requested = False
+        self.train_requested = self.validation_requested = False
         self._train_epoch = self._validation_epoch = -1
-
-    @property
-    def validation_enabled(self) -> bool:
-        """Lightning's enable_validation: a validation_step and a non-zero limit_val_batches."""
-        return self._settings.limit_val_batches != 0 and callable(getattr(self._module, VALIDATION.step_method, None))
+        #: Lightning's enable_validation: a validation_step and a non-zero limit_val_batches.
+        self.validation_enabled = settings.limit_val_batches != 0 and callable(
+            getattr(module, VALIDATION.step_method, None))
 
     def request_train(self, epoch: int) -> None:
         """Request the training loader (again, when reloading)."""
@@ -68,7 +66,7 @@ class FitData:
         self.train_loader = prepare_loader(loader, self._strategy, settings)
         self.num_training_batches = batch_limit(self.train_loader, settings.limit_train_batches, TRAIN.limit_flag)
         require_batches(self.num_training_batches, "training")
-        self._train_epoch = epoch
+        self._train_epoch, self.train_requested = epoch, True
 
     def request_validation(self, epoch: int) -> None:
         """Request the validation loaders (again, when reloading); none when validation is off."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from trellis.data import infer_batch_size
 from trellis.errors import ConfigurationError
 
 _REDUCTIONS = ("mean", "sum", "max", "min")
@@ -58,7 +59,9 @@ class MetricStore:
         self.in_training_step = False
         #: dataloader index suffix while several evaluation loaders run.
         self.dataloader_suffix = ""
-        self.current_batch_size: int | None = None
+        #: the batch being processed: its size weighs epoch means, found only when a mean needs it.
+        self.current_batch: Any = None
+        self._sized: tuple[Any, int | None] = (None, None)
         #: loop that logs now ("train", "validation", "test"); each keeps its own epoch aggregates.
         self.stage = "train"
         self.step_values: dict[str, torch.Tensor] = {}
@@ -110,13 +113,20 @@ class MetricStore:
             self._finished[step_name] = tensor
             self._mark(step_name, logger, prog_bar)
         if on_epoch:
-            weight = float(batch_size or self.current_batch_size or 1)
+            weight = float(batch_size or self._batch_size() or 1)
             aggregates = self._epoch.setdefault(self.stage, {})
             aggregate = aggregates.get(epoch_name)
             if aggregate is None:
                 aggregate = aggregates[epoch_name] = _EpochAggregate.start(tensor, reduce_fx, sync_dist)
             aggregate.add(tensor, weight)
             self._mark(epoch_name, logger, prog_bar)
+
+    def _batch_size(self) -> int | None:
+        batch, size = self._sized
+        if batch is not self.current_batch:
+            size = infer_batch_size(self.current_batch)
+            self._sized = (self.current_batch, size)
+        return size
 
     def _mark(self, name: str, logger: bool, prog_bar: bool) -> None:
         if logger:

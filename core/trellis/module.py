@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import ConfigurationError
+from trellis.hookspecs import default_hook
 from trellis.module_hooks import LoopMethods, ModuleHooks
 from trellis.utils.hparams import HyperparametersMixin
 
@@ -133,6 +134,7 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, torch.nn.Module):
             optimizers = list(self.trainer.optimizers)
         return optimizers[0] if len(optimizers) == 1 else optimizers
 
+    @default_hook
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
         """Called before every optimizer step (automatic optimization) with the Trainer's clipping flags."""

@@ -183,3 +183,7 @@ class LoopMethods:
     @default_hook
     def on_predict_model_eval(self) -> None:
         torch.nn.Module.train(self, False)  # type: ignore[arg-type]
+
+
+#: the loop methods a Module may override: not hooks, and not near misses of hooks either.
+LOOP_METHOD_NAMES: frozenset[str] = frozenset(name for name in vars(LoopMethods) if not name.startswith("_"))

@@ -65,6 +65,8 @@ class Run:
     scheduler_configs: list[SchedulerConfig] = field(default_factory=list)
     #: fit only: the training and validation data.
     data: FitData | None = None
+    #: validate/test/predict: the batches to run of each loader.
+    batch_limits: list[float] = field(default_factory=list)
     preemption: PreemptionHandler | None = None
     #: fit only: zero_grad, backward and optimizer steps with their hooks (manual optimization calls them).
     optimization: Optimization | None = None

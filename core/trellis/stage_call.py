@@ -32,9 +32,9 @@ class StageCall:
     """A Trainer entry point bound to its arguments, run by `__call__` (in each process)."""
 
     def __init__(self, trainer: Trainer, entry: EntryPoint, module: Any, datamodule: Any, loaders: dict[str, Any],
-                 ckpt_path: Any, verbose: bool) -> None:
+                 ckpt_path: Any, weights_only: bool, verbose: bool) -> None:
         self.trainer, self.entry, self.module, self.datamodule = trainer, entry, module, datamodule
-        self.loaders, self.ckpt_path, self.verbose = loaders, ckpt_path, verbose
+        self.loaders, self.ckpt_path, self.weights_only, self.verbose = loaders, ckpt_path, weights_only, verbose
 
     def __call__(self) -> Any:
         from trellis.module import Module
@@ -113,14 +113,14 @@ class StageCall:
         """Lightning's order: optimizers, the module's and callbacks' state, on_fit_start, hyperparameters to the
         loggers, the training state, then the loop."""
         module, settings = self.module, run.settings
+        run.data = FitData(self.loaders, module, self.datamodule, run.strategy, settings)
         setup = run.strategy.setup(module, lambda: parse_optimizers(module.configure_optimizers()))
         if setup is None:
             raise RuntimeError(f"{type(run.strategy).__name__}.setup returned no optimizers for fit")
         run.optimizers, run.scheduler_configs = setup.optimizers, setup.schedulers
-        checkpoint = checkpoint_state.load(run, self.ckpt_path)
+        checkpoint = self._load_checkpoint(run)
         if checkpoint is not None:
             checkpoint_state.restore_module(run, checkpoint, with_state=True)
-        run.data = FitData(self.loaders, module, self.datamodule, run.strategy, settings)
         run.hooks.fire("on_fit_start")
         self._log_hyperparameters(run)
         if checkpoint is not None:
@@ -139,6 +139,11 @@ class StageCall:
                 preemption.uninstall()
         run.hooks.fire("on_fit_end")
 
+    def _load_checkpoint(self, run: Run) -> dict[str, Any] | None:
+        path = checkpoint_state.resolve_path(run, self.ckpt_path) if self.ckpt_path is not None else None
+        self.trainer.ckpt_path = path
+        return checkpoint_state.load(run, path, self.weights_only) if path is not None else None
+
     def _log_hyperparameters(self, run: Run) -> None:
         datamodule = self.datamodule
         hyperparameters = {**(datamodule.hparams if hasattr(datamodule, "hparams") else {}),
@@ -151,11 +156,12 @@ class StageCall:
     def _run_evaluation(self, run: Run) -> Any:
         stage = self.entry.loop
         run.strategy.setup(self.module, None)
-        checkpoint = checkpoint_state.load(run, self.ckpt_path)
+        checkpoint = self._load_checkpoint(run)
         if checkpoint is not None:
             checkpoint_state.restore_module(run, checkpoint, with_state=False)
         loaders, limits = stage_loaders(stage, self.loaders[stage.name], self.module, self.datamodule,
                                         run.strategy, run.settings)
+        run.batch_limits = limits
         if not loaders:
             raise ConfigurationError(
                 f"trainer.{self.entry.verb}() found no dataloader: pass dataloaders=..., a datamodule, or define "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import inspect
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from trellis.run import LogSink, Run
 from trellis.selection import resolve_loggers, select
 from trellis.settings import TrainerSettings, build_settings
 from trellis.stage_call import StageCall
-from trellis.stages import FIT, PREDICT_ENTRY, TEST_ENTRY, VALIDATE, EntryPoint, RunningStage, TrainerFn, TrainerState
+from trellis.stages import FIT, PREDICT_ENTRY, TEST_ENTRY, VALIDATE, EntryPoint, RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
 class Trainer:
@@ -126,6 +127,8 @@ class Trainer:
         self._run: Run | None = None
         self._module: Any = None
         self._datamodule: Any = None
+        #: the checkpoint the last fit/validate/test/predict loaded (resolved from "last"/"best"), or None.
+        self.ckpt_path: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         """Flags read as attributes (`trainer.limit_val_batches`), from the frozen settings."""
@@ -150,23 +153,41 @@ class Trainer:
 
     # -- entry points -------------------------------------------------------------------------
     def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
-            ckpt_path: str | os.PathLike | None = None) -> None:
-        """Train `model`; ckpt_path resumes a run from a checkpoint (or "last")."""
+            ckpt_path: str | os.PathLike | None = None, weights_only: bool | None = None) -> None:
+        """Train `model`; ckpt_path resumes a run from a checkpoint (a path, "last" or "best").
+
+        A DataModule may come second (`fit(model, dm)`). weights_only=False also loads checkpoints that hold
+        arbitrary Python objects: only for files you trust.
+        """
+        if _is_datamodule(train_dataloaders):
+            datamodule, train_dataloaders = train_dataloaders, None
         ckpt_path = ckpt_path if ckpt_path is not None else self.resume_from_checkpoint
-        self._launch(FIT, model, datamodule, {"train": train_dataloaders, "validation": val_dataloaders}, ckpt_path)
+        self._launch(FIT, model, datamodule, {"train": train_dataloaders, "validation": val_dataloaders}, ckpt_path,
+                     weights_only)
 
-    def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | None = None,
-                 datamodule: Any = None, verbose: bool = True) -> list[dict[str, float]]:
-        return self._launch(VALIDATE, model, datamodule, {"validation": dataloaders}, ckpt_path, verbose)
+    def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | os.PathLike | None = None,
+                 verbose: bool = True, datamodule: Any = None, weights_only: bool | None = None) -> list[dict[str, float]]:
+        """One validation pass; returns each loader's metrics."""
+        return self._evaluate(VALIDATE, "validation", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
-    def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | None = None,
-             datamodule: Any = None, verbose: bool = True) -> list[dict[str, float]]:
+    def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | os.PathLike | None = None,
+             verbose: bool = True, datamodule: Any = None, weights_only: bool | None = None) -> list[dict[str, float]]:
         """Test; without a model after fit, the best checkpoint of that fit is loaded."""
-        return self._launch(TEST_ENTRY, model, datamodule, {"test": dataloaders}, ckpt_path, verbose)
+        return self._evaluate(TEST_ENTRY, "test", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None,
-                ckpt_path: str | None = None) -> list[Any]:
-        return self._launch(PREDICT_ENTRY, model, datamodule, {"predict": dataloaders}, ckpt_path)
+                return_predictions: bool | None = None, ckpt_path: str | os.PathLike | None = None,
+                weights_only: bool | None = None) -> list[Any] | None:
+        """predict_step over the loaders; returns the predictions (unless return_predictions=False)."""
+        predictions = self._evaluate(PREDICT_ENTRY, "predict", model, dataloaders, ckpt_path, False, datamodule,
+                                     weights_only)
+        return None if return_predictions is False else predictions
+
+    def _evaluate(self, entry: EntryPoint, stage: str, model: Any, dataloaders: Any, ckpt_path: Any, verbose: bool,
+                  datamodule: Any, weights_only: bool | None) -> Any:
+        if _is_datamodule(dataloaders):
+            datamodule, dataloaders = dataloaders, None
+        return self._launch(entry, model, datamodule, {stage: dataloaders}, ckpt_path, weights_only, verbose)
 
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
         """Write the full training state (or the weights alone) through the strategy's checkpoint IO."""
@@ -177,7 +198,7 @@ class Trainer:
         self.strategy.barrier("save_checkpoint")
 
     def _launch(self, entry: EntryPoint, model: Any, datamodule: Any, loaders: dict[str, Any], ckpt_path: Any,
-                verbose: bool = False) -> Any:
+                weights_only: bool | None, verbose: bool = False) -> Any:
         if model is None:
             if self._module is None:
                 raise ConfigurationError(f"trainer.{entry.verb}() needs a model: trainer.{entry.verb}(model)")
@@ -186,7 +207,7 @@ class Trainer:
             if ckpt_path is None and entry.fn != TrainerFn.FITTING and best:
                 ckpt_path = "best"
         self._module, self._datamodule = model, datamodule
-        call = StageCall(self, entry, model, datamodule, loaders, ckpt_path, verbose)
+        call = StageCall(self, entry, model, datamodule, loaders, ckpt_path, weights_only is not False, verbose)
         launcher = self.strategy.launcher
         return launcher.launch(call) if launcher is not None else call()
 
@@ -305,9 +326,86 @@ class Trainer:
         return self.state.stage == RunningStage.TRAINING
 
     @property
+    def validating(self) -> bool:
+        return self.state.stage == RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def max_epochs(self) -> int:
+        return self.fit_loop.max_epochs
+
+    @property
+    def max_steps(self) -> int:
+        return self.fit_loop.max_steps
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self.fit_loop.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        """Changed between epochs by GradientAccumulationScheduler (takes effect at the next batch)."""
+        self.fit_loop.accumulate_grad_batches = value
+
+    @property
     def num_training_batches(self) -> float:
         data = self._run.data if self._run is not None else None
         return data.num_training_batches if data is not None else float("inf")
+
+    @property
+    def num_val_batches(self) -> list[float]:
+        """Batches of each validation loader (during validate: of the loaders being run)."""
+        return self._batch_limits(RunningStage.VALIDATING)
+
+    @property
+    def num_test_batches(self) -> list[float]:
+        return self._batch_limits(RunningStage.TESTING)
+
+    @property
+    def num_predict_batches(self) -> list[float]:
+        return self._batch_limits(RunningStage.PREDICTING)
+
+    @property
+    def num_sanity_val_batches(self) -> list[float]:
+        steps = self.settings.num_sanity_val_steps
+        return [min(limit, float("inf") if steps == -1 else steps) for limit in self.num_val_batches]
+
+    def _batch_limits(self, stage: RunningStage) -> list[float]:
+        run = self._run
+        if run is None:
+            return []
+        if run.entry.loop.running_stage == stage:
+            return list(run.batch_limits)
+        return list(run.data.val_batch_limits) if stage == RunningStage.VALIDATING and run.data is not None else []
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the fit will take (max_steps, or epochs x ceil(batches / accumulation)): what
+        OneCycleLR's total_steps wants. Requests the training loader early if configure_optimizers asks."""
+        max_steps = self.fit_loop.max_steps
+        if max_steps != -1:
+            return max_steps
+        data = self._run.data if self._run is not None else None
+        if data is None:
+            raise RuntimeError("estimated_stepping_batches is known during fit (configure_optimizers and after)")
+        if not data.train_requested:
+            data.request_train(self.fit_loop.epoch)
+        batches = data.num_training_batches
+        if math.isinf(batches):
+            return math.inf if self.fit_loop.max_epochs == -1 else batches
+        steps = math.ceil(batches / self.fit_loop.accumulate_grad_batches) * max(self.fit_loop.max_epochs, 1)
+        return steps
 
     @property
     def train_dataloader(self) -> Iterable | None:
@@ -315,9 +413,28 @@ class Trainer:
         return data.train_loader if data is not None else None
 
     @property
+    def val_dataloaders(self) -> Any:
+        data = self._run.data if self._run is not None else None
+        if data is None or not data.val_loaders:
+            return None
+        return data.val_loaders[0] if len(data.val_loaders) == 1 else data.val_loaders
+
+    @property
+    def progress_bar_callback(self) -> Callback | None:
+        from trellis.callbacks.progress_bar import ProgressBar
+
+        return next((callback for callback in self.callbacks if isinstance(callback, ProgressBar)), None)
+
+    @property
     def validation_schedule(self) -> ValidationSchedule | None:
         """When this fit validates (ModelCheckpoint and EarlyStopping ask it); None outside fit."""
         return self.fit_loop.schedule
+
+
+def _is_datamodule(value: Any) -> bool:
+    from trellis.datamodule import DataModule
+
+    return isinstance(value, DataModule)
 
 
 def _unknown_flag_message(unknown: dict[str, Any]) -> str:

@@ -83,11 +83,11 @@ class ModelCheckpoint(Callback):
 
     # -- when (Lightning's triggers) ------------------------------------------------------------
     def on_train_batch_end(self, trainer: Any) -> None:
-        if self._skips(trainer):
+        if not self.every_n_train_steps and self.train_time_interval is None:
             return
         due_by_steps = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         due_by_time = self.train_time_interval is not None and time.monotonic() - self._last_time >= self.train_time_interval
-        if due_by_steps or due_by_time:
+        if (due_by_steps or due_by_time) and not self._skips(trainer):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: Any) -> None:

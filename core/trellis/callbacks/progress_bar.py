@@ -26,15 +26,19 @@ class ProgressBar(Callback):
         self._last_draw = 0.0
         self._started = 0.0
         self._next_log_fraction = 0.1
+        self._draws = False
+        self._total = math.inf
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self._started = time.monotonic()
         self._next_log_fraction = 0.1
+        self._draws = trainer.is_global_zero
+        self._total = trainer.num_training_batches
 
     def on_train_batch_end(self, trainer: Any, batch_idx: int) -> None:
-        if not trainer.is_global_zero or (batch_idx + 1) % self.refresh_rate:
+        if not self._draws or (batch_idx + 1) % self.refresh_rate:
             return
-        done, total = batch_idx + 1, trainer.num_training_batches
+        done, total = batch_idx + 1, self._total
         if self._interactive:
             now = time.monotonic()
             if now - self._last_draw >= self.refresh_seconds:

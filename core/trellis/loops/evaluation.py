@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis.data import infer_batch_size
 from trellis.hookspecs import is_overridden
 from trellis.loops.batches import ModuleMode, batch_transfer
 from trellis.loops.optimization import log_classic_result, takes_batch_index
@@ -80,7 +79,7 @@ def run_evaluation(
                 if batch_index >= limit:
                     break
                 batch = move(batch)
-                metrics.current_batch_size = infer_batch_size(batch)
+                metrics.current_batch = batch
                 if on_batch_start is not None:
                     on_batch_start(batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
                 output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))

@@ -72,6 +72,10 @@ class FitLoop:
         self.epoch_start_rng: dict[str, Any] | None = None
         #: RNG state of a checkpoint, applied where its run resumes.
         self.resume_rng: dict[str, Any] | None = None
+        #: the training loader's own generators (loader and sampler), read when a checkpoint is taken.
+        self.train_generators: list[torch.Generator] = []
+        #: their states in the checkpoint a run resumes from.
+        self.loader_generators: list[torch.Tensor] = []
         self.resumed = False
         self._pending_loss: torch.Tensor | None = None
         #: (epoch, batch, global step) of the pending loss, formatted only if it is not finite.
@@ -97,6 +101,7 @@ class FitLoop:
             "epoch_complete": self.epoch_complete,
             "stepped": self.stepped,
             "epoch_start_rng": self.epoch_start_rng,
+            "loader_generators": [generator.get_state() for generator in self.train_generators],
         }
 
     def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None = None) -> None:
@@ -104,6 +109,7 @@ class FitLoop:
         for key in ("epoch", "global_step", "batches_that_stepped", "batches_done", "total_batches_done", "phase",
                     "boundary", "epoch_complete", "stepped", "epoch_start_rng"):
             setattr(self, key, state[key])
+        self.loader_generators = list(state.get("loader_generators", []))
         self.resume_rng, self.resumed = rng_states, True
 
     # -- stopping -----------------------------------------------------------------------------
@@ -161,7 +167,9 @@ class _Epochs:
             return
         if not loop.resumed and self.schedule.enabled and settings.num_sanity_val_steps != 0:
             self._sanity_check()
-        data.request_train(loop.epoch)
+        if not data.train_requested:  # estimated_stepping_batches may have asked for it already
+            data.request_train(loop.epoch)
+        loop.train_generators = sampling_generators(data.train_loader)
         self.schedule.connect()
         if not loop.resumed:  # Lightning makes the first epoch's iterator when it sets up the data
             self._open_epoch()
@@ -172,7 +180,7 @@ class _Epochs:
             self._resume()
         while not loop.done():
             self._run_epoch()
-        self._check_loss()
+        loop.check_finite_loss()
         run.hooks.fire("on_train_end")
 
     def _sanity_check(self) -> None:
@@ -182,7 +190,7 @@ class _Epochs:
         saved_metrics = dict(run.metrics.callback_metrics)
         run.state.stage = RunningStage.SANITY_CHECKING
         run.hooks.fire("on_sanity_check_start")
-        with isolated_rng():
+        with isolated_rng(run.strategy.accelerator):
             data.request_validation(self.loop.epoch)
             if data.val_loaders:
                 limits = [min(limit, steps if steps >= 0 else math.inf) for limit in data.val_batch_limits]
@@ -196,7 +204,8 @@ class _Epochs:
         """Make the epoch's iterator from the RNG as it is now (recorded for a resume inside the epoch)."""
         loader = self.data.train_loader
         generators = sampling_generators(loader)
-        self.loop.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
+        self.loop.epoch_start_rng = {"global": capture_rng(self.run.strategy.accelerator),
+                                     "generators": [g.get_state() for g in generators]}
         self._iterator = iter(self.run.strategy.process_dataloader(loader, training=True))
 
     def _reopen_epoch(self) -> None:
@@ -205,7 +214,7 @@ class _Epochs:
         loop, loader = self.loop, self.data.train_loader
         start = loop.epoch_start_rng
         if start is not None:  # a migrated Lightning checkpoint has none: its order is drawn anew
-            restore_rng(start["global"])
+            restore_rng(start["global"], self.run.strategy.accelerator)
             for generator, state in zip(sampling_generators(loader), start["generators"]):
                 generator.set_state(state)
         skipping, discard = skip_batches(loader, loop.batches_done)
@@ -225,7 +234,7 @@ class _Epochs:
             self._reopen_epoch()
         self._apply_resume_rng()
         if loop.phase == "running" and loop.boundary:
-            self._finish_boundary(loop.epoch_complete)
+            self._finish_boundary(loop.epoch_complete, self.schedule.epoch_due(loop.epoch))
             if loop.epoch_complete or loop.max_steps_reached() or (loop.should_stop and loop.can_stop_early()):
                 loop.phase = EPOCH_END
         if loop.phase != "running":
@@ -233,15 +242,21 @@ class _Epochs:
             self._finish_epoch()
 
     def _apply_resume_rng(self) -> None:
-        if self.loop.resume_rng is not None:
-            restore_rng(self.loop.resume_rng)
-            self.loop.resume_rng = None
+        """The checkpoint's RNG, and the training loader's own generators as they were then."""
+        loop = self.loop
+        if loop.resume_rng is not None:
+            restore_rng(loop.resume_rng, self.run.strategy.accelerator)
+            loop.resume_rng = None
+        for generator, state in zip(sampling_generators(self.data.train_loader), loop.loader_generators):
+            generator.set_state(state)
+        loop.loader_generators = []
 
     # -- an epoch -------------------------------------------------------------------------------
     def _start_epoch(self) -> None:
         loop, run, data = self.loop, self.run, self.data
         if loop.epoch and data.train_reload_due(loop.epoch):
             data.request_train(loop.epoch)
+            loop.train_generators = sampling_generators(data.train_loader)
             self.schedule.connect()
             iter(data.train_loader)  # Lightning makes an iterator when it reloads, then the epoch's own
         data.set_epoch(loop.epoch)
@@ -258,23 +273,31 @@ class _Epochs:
             self._start_epoch()
         iterator = self._iterator
         assert iterator is not None
-        strategy, hooks, metrics = run.strategy, run.hooks, run.metrics
+        strategy, hooks = run.strategy, run.hooks
         limit = data.num_training_batches
         move = batch_transfer(run)
         on_batch_start, on_batch_end = hooks.get("on_train_batch_start"), hooks.get("on_train_batch_end")
         accelerator = strategy.accelerator
         step_boundary = None if type(accelerator).step_boundary is Accelerator.step_boundary else accelerator.step_boundary
-        check_loss_each_step = not strategy.accelerator.defers_execution
+        check_loss_each_step = not accelerator.defers_execution
         watch_loss = not strategy.precision.skips_nonfinite_steps
         schedulers = run.scheduler_configs if optimization.automatic else []
+        validates = self.schedule.epoch_due(loop.epoch)
+        #: whether the work after on_train_batch_end goes beyond counting the step (else it is done inline).
+        boundary_work = bool(run.loggers or validates or schedulers)
+        preemption = run.preemption
         run_batch = optimization.run_batch
         unsized = math.isinf(limit)
         batches: Iterable[Any] = _lookahead(iterator) if unsized else iterator
         is_last = False
         for batch in batches:
             batch_index = loop.batches_done
-            if check_loss_each_step:
-                self._check_loss()
+            pending = loop._pending_loss
+            if check_loss_each_step and pending is not None:  # the previous step's loss, one step late
+                value = pending.item() if pending.ndim == 0 else float(pending.sum())
+                if value - value != 0:
+                    loop.check_finite_loss()
+                loop._pending_loss = None
             if unsized:
                 batch, is_last = batch
             batch = move(batch)
@@ -283,11 +306,10 @@ class _Epochs:
                     step_schedulers(run, "epoch", loop.epoch + 1, plateau=False)
                 loop.epoch_complete = True
                 break
-            accumulate = loop.accumulate_grad_batches
             loop.batches_done = done = batch_index + 1
             loop.total_batches_done += 1
             is_last = is_last or done >= limit
-            steps_now = done % accumulate == 0 or is_last
+            steps_now = done % loop.accumulate_grad_batches == 0 or is_last
             step = loop.global_step
             outputs = run_batch(batch, batch_index, steps_now)
             if watch_loss:
@@ -303,11 +325,18 @@ class _Epochs:
                 on_batch_end(outputs=outputs, batch=batch, batch_idx=batch_index)
             if step_boundary is not None:
                 step_boundary()
-            self._finish_boundary(is_last)
-            if is_last or loop.max_steps_reached() or (loop.should_stop and self._stopping()):
+            if boundary_work or loop.should_stop:
+                self._finish_boundary(is_last, validates)
+            else:
+                loop.batches_that_stepped += steps_now
+                loop.boundary = ""
+            if preemption is not None and (preemption.received is not None or (
+                    preemption.sync_every and loop.global_step % preemption.sync_every == 0)):
+                preemption.check(loop.global_step)
+            if is_last or 0 <= loop.max_steps <= loop.global_step or (loop.should_stop and self._stopping()):
                 break
         self._iterator = None
-        self._check_loss()
+        loop.check_finite_loss()
         loop.phase = EPOCH_END
         self._finish_epoch()
 
@@ -320,19 +349,21 @@ class _Epochs:
                   f"min_steps={loop.min_steps} has not been met. Training will continue...")
         return False
 
-    def _finish_boundary(self, is_last_batch: bool) -> None:
-        """After on_train_batch_end: the step's metrics, validation when due, plateau schedulers, preemption."""
+    def _finish_boundary(self, is_last_batch: bool, validates: bool) -> None:
+        """After on_train_batch_end: the step's metrics, validation when due (`validates`: in this epoch at
+        all), plateau schedulers."""
         loop, run, metrics = self.loop, self.run, self.run.metrics
         if loop.boundary == AFTER_BATCH:
             settings = run.settings
-            if loop.stepped and run.loggers and ((loop.batches_that_stepped + 1) % settings.log_every_n_steps == 0
-                                                 or loop.should_stop or settings.fast_dev_run):
+            if loop.stepped and run.log_sink.loggers and (
+                    (loop.batches_that_stepped + 1) % settings.log_every_n_steps == 0
+                    or loop.should_stop or settings.fast_dev_run):
                 run.log_metrics(metrics.pop_step_metrics())
             else:
-                metrics.pop_step_metrics(as_floats=False)
-            stopping = loop.should_stop and loop.can_stop_early()
-            if self.schedule.due_after_batch(loop.epoch, loop.batches_done - 1, loop.total_batches_done - 1,
-                                             is_last_batch, stopping):
+                metrics.step_values.clear()
+            if validates and self.schedule.due_after_batch(
+                    loop.epoch, loop.batches_done - 1, loop.total_batches_done - 1, is_last_batch,
+                    loop.should_stop and loop.can_stop_early()):
                 self._validate()
             loop.boundary = VALIDATED
         if loop.boundary == VALIDATED:
@@ -341,10 +372,6 @@ class _Epochs:
                     step_schedulers(run, "step", loop.batches_done, plateau=True)
                 loop.batches_that_stepped += 1
             loop.boundary = ""
-        preemption = run.preemption
-        if preemption is not None and (preemption.received is not None or (
-                preemption.sync_every and loop.global_step % preemption.sync_every == 0)):
-            preemption.check(loop.global_step)
 
     def _validate(self) -> None:
         """Validation during fit; the boundary is marked done as soon as its metrics are logged."""
@@ -380,9 +407,6 @@ class _Epochs:
         loop.epoch += 1
         loop.batches_done = 0
         loop.phase, loop.boundary, loop.epoch_complete = "running", "", False
-
-    def _check_loss(self) -> None:
-        self.loop.check_finite_loss()
 
 
 def _lookahead(iterator: Iterator[Any]) -> Iterator[tuple[Any, bool]]:

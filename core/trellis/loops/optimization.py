@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trellis.data import infer_batch_size
 from trellis.errors import ConfigurationError
 from trellis.hookspecs import is_overridden
 from trellis.optim import StrategyOptimizer
@@ -26,6 +25,13 @@ if TYPE_CHECKING:
     from trellis.run import Run
 
 _Tensor = torch.Tensor
+#: torch's optimizers whose step(closure) only calls the closure first: the loop calls it itself, then step()
+#: (the same computation, without enable_grad's context on every step). LBFGS re-evaluates, so it gets the closure.
+_CLOSURE_FIRST = frozenset({
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad, torch.optim.Adadelta,
+    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.RMSprop, torch.optim.Rprop,
+    torch.optim.ASGD,
+})
 
 
 def loss_from(outputs: Any, module: Any) -> torch.Tensor | None:
@@ -182,8 +188,7 @@ class Optimization:
         """Run one batch; `steps_now` is False inside an accumulation window. Returns training_step's output."""
         metrics = self.run.metrics
         metrics.in_training_step = True
-        if metrics.logger_keys or metrics.prog_bar_keys or batch_index == 0:
-            metrics.current_batch_size = infer_batch_size(batch)
+        metrics.current_batch = batch
         self.last_loss = self.last_outputs = None
         try:
             if not self.automatic:
@@ -243,7 +248,11 @@ class Optimization:
             self.run.module.optimizer_step(self.run.fit_loop.epoch, batch_index, self.wrapped[optimizer_index],
                                            closure)
         elif self._plain_step and not self._prepares_step:
-            optimizer.step(closure)
+            if type(optimizer) in _CLOSURE_FIRST:
+                closure()
+                optimizer.step()
+            else:
+                optimizer.step(closure)
         else:
             self.optimizer_step(optimizer, closure, optimizer_index)
 

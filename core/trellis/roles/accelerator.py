@@ -98,6 +98,14 @@ class Accelerator:
     def step_boundary(self) -> None:
         """Called at the end of every step of every loop (XLA cuts and runs its lazy graph here)."""
 
+    def rng_state(self) -> dict[str, Any]:
+        """The devices' random number generator states, for checkpoints (exact resume) and for validation that
+        must not change training's draws; keys of the plugin's choosing, values checkpoint-safe (tensors, ints)."""
+        return {}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore what rng_state returned (ignore what is missing: a checkpoint may come from another device)."""
+
     def device_stats(self, device: torch.device) -> dict[str, float]:
         """Device statistics (memory, utilisation) for loggers and monitors."""
         return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -13,13 +13,21 @@ import torch
 _outer_states: list[dict[str, Any]] = []
 
 
-def capture_rng() -> dict[str, Any]:
-    """python, numpy (when installed), torch and CUDA generator states, in checkpoint-safe types."""
+class DeviceRNG(Protocol):
+    """The accelerator's part: its devices' generators (Accelerator.rng_state/load_rng_state)."""
+
+    def rng_state(self) -> dict[str, Any]: ...
+
+    def load_rng_state(self, state: dict[str, Any]) -> None: ...
+
+
+def capture_rng(device: DeviceRNG | None = None) -> dict[str, Any]:
+    """python, numpy (when installed), torch and the device's generator states, in checkpoint-safe types."""
     version, keys, gauss = random.getstate()
     states: dict[str, Any] = {"python": {"version": version, "keys": list(keys), "gauss": gauss},
                               "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None:
+        states.update(device.rng_state())
     try:
         import numpy
     except ImportError:
@@ -30,12 +38,12 @@ def capture_rng() -> dict[str, Any]:
     return states
 
 
-def restore_rng(states: dict[str, Any]) -> None:
+def restore_rng(states: dict[str, Any], device: DeviceRNG | None = None) -> None:
     python = states["python"]
     random.setstate((python["version"], tuple(python["keys"]), python["gauss"]))
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device is not None:
+        device.load_rng_state(states)
     if "numpy" in states:
         import numpy
 
@@ -44,18 +52,18 @@ def restore_rng(states: dict[str, Any]) -> None:
                                 saved["has_gauss"], saved["cached"]))
 
 
-def training_rng_state() -> dict[str, Any]:
+def training_rng_state(device: DeviceRNG | None = None) -> dict[str, Any]:
     """The RNG state training will continue from: the outermost saved one inside isolated blocks."""
-    return _outer_states[0] if _outer_states else capture_rng()
+    return _outer_states[0] if _outer_states else capture_rng(device)
 
 
 @contextlib.contextmanager
-def isolated_rng() -> Iterator[None]:
-    """Run a block (validation, a sanity check) without changing the RNG state training sees."""
-    states = capture_rng()
+def isolated_rng(device: DeviceRNG | None = None) -> Iterator[None]:
+    """Run a block (the sanity check) without changing the RNG state training sees."""
+    states = capture_rng(device)
     _outer_states.append(states)
     try:
         yield
     finally:
         _outer_states.pop()
-        restore_rng(states)
+        restore_rng(states, device)
