@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -176,17 +176,31 @@ def _adapter(method: Callable[..., Any], passed: list[str]) -> Callable[..., Any
 HookCall = Callable[..., list[Any]]
 
 
+class HookContext(Protocol):
+    """Told which hook runs (self.log's defaults and refusals depend on it): the MetricStore."""
+
+    fx: str | None
+
+
+class _NoContext:
+    fx: str | None = None
+
+
 class BoundHooks:
     """Hook calls as the loops make them: trainer and module are bound once, each implementation is called
     directly with the arguments it takes, and a hook nobody implements is None (`get`) or skipped (`fire`),
     so it costs nothing on the per-step path. With call monitoring on (the simple profiler), pluggy calls them.
+    While a hook runs, `context.fx` names it.
     """
 
-    def __init__(self, manager: HookManager, trainer: object, module: object) -> None:
+    def __init__(self, manager: HookManager, trainer: object, module: object,
+                 context: HookContext | None = None) -> None:
         self.manager = manager
         monitored = manager.monitored
+        context = context if context is not None else _NoContext()
         self._callers: dict[str, HookCall] = {
-            name: _bound_caller(caller, trainer, module, monitored) for name, caller in manager.callers.items()
+            name: _bound_caller(name, caller, trainer, module, monitored, context)
+            for name, caller in manager.callers.items()
         }
 
     def get(self, name: HookName) -> HookCall | None:
@@ -199,11 +213,16 @@ class BoundHooks:
         return caller(**arguments) if caller is not None else []
 
 
-def _bound_caller(caller: pluggy.HookCaller, trainer: object, module: object, monitored: bool) -> HookCall:
+def _bound_caller(name: str, caller: pluggy.HookCaller, trainer: object, module: object, monitored: bool,
+                  context: HookContext) -> HookCall:
     implementations = caller.get_hookimpls()
     if monitored or any(impl.kwargnames or impl.hookwrapper or impl.wrapper for impl in implementations):
         def through_pluggy(**arguments: Any) -> list[Any]:
-            return caller(trainer=trainer, pl_module=module, **arguments)
+            outer, context.fx = context.fx, name
+            try:
+                return caller(trainer=trainer, pl_module=module, **arguments)
+            finally:
+                context.fx = outer
 
         return through_pluggy
     calls = tuple((impl.function, impl.argnames) for impl in reversed(implementations))  # pluggy's call order
@@ -212,10 +231,14 @@ def _bound_caller(caller: pluggy.HookCaller, trainer: object, module: object, mo
         arguments["trainer"] = trainer
         arguments["pl_module"] = module
         results = []
-        for function, names in calls:
-            result = function(*map(arguments.__getitem__, names))
-            if result is not None:
-                results.append(result)
+        outer, context.fx = context.fx, name
+        try:
+            for function, names in calls:
+                result = function(*map(arguments.__getitem__, names))
+                if result is not None:
+                    results.append(result)
+        finally:
+            context.fx = outer
         return results
 
     return call_each

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,6 +12,7 @@ from trellis.errors import ConfigurationError
 from trellis.hookspecs import default_hook
 from trellis.module_hooks import LoopMethods, ModuleHooks
 from trellis.utils.hparams import HyperparametersMixin
+from trellis.utils.rank_zero import warn_once
 
 if TYPE_CHECKING:
     from trellis.trainer import Trainer
@@ -91,24 +92,67 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, torch.nn.Module):
         name: str,
         value: Any,
         prog_bar: bool = False,
-        logger: bool = True,
+        logger: bool | None = None,
         on_step: bool | None = None,
         on_epoch: bool | None = None,
-        reduce_fx: str = "mean",
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
         sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
         batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
     ) -> None:
-        """Record a metric for the loggers, the progress bar and callbacks (callback_metrics)."""
-        if self._trainer is None:
-            return
-        self._trainer._metrics.log(
-            name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
-            reduce_fx=reduce_fx, sync_dist=sync_dist, batch_size=batch_size,
-        )
+        """Record a value for the loggers, the progress bar and callbacks (trainer.callback_metrics).
 
-    def log_dict(self, metrics: Mapping[str, Any], **kwargs: Any) -> None:
-        for name, value in metrics.items():
-            self.log(name, value, **kwargs)
+        `value` is a number, a one-element tensor or a torchmetrics.Metric (computed and reset at the epoch's
+        end; with on_step, its forward value each step). on_step/on_epoch default by where you log: per step in
+        training_step and the training batch hooks, per epoch in validation/test steps and every epoch hook.
+        Logged on both, the loggers get `name_step` and `name_epoch`, callbacks also `name`. Epoch values
+        reduce with `reduce_fx` ("mean" weighted by `batch_size`, inferred from the batch when not given,
+        "sum", "max", "min"), over all processes with `sync_dist`. With several evaluation loaders the name gets
+        `/dataloader_idx_N` unless `add_dataloader_idx=False`.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            warn_once(f"self.log({name!r}) was called, but {type(self).__name__} is not attached to a Trainer: "
+                      "the value is dropped")
+            return
+        trainer._metrics.log(self, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph,
+                             sync_dist, sync_dist_group, add_dataloader_idx, batch_size, metric_attribute,
+                             rank_zero_only)
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """self.log for each item of a dict or a torchmetrics.MetricCollection (each metric under its name)."""
+        from trellis.metrics.values import is_metric_collection
+
+        if is_metric_collection(dictionary):
+            arguments = {"keep_base": False}
+            if getattr(dictionary, "_enable_compute_groups", False):
+                arguments["copy_state"] = False
+            items = dictionary.items(**arguments)
+        else:
+            items = dictionary.items()
+        for name, value in items:
+            self.log(name, value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,
+                     reduce_fx=reduce_fx, enable_graph=enable_graph, sync_dist=sync_dist,
+                     sync_dist_group=sync_dist_group, add_dataloader_idx=add_dataloader_idx, batch_size=batch_size,
+                     rank_zero_only=rank_zero_only)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """print() from global rank zero only."""

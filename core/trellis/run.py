@@ -24,20 +24,20 @@ if TYPE_CHECKING:
 
 
 class LogSink:
-    """Hands finished metrics to the loggers (on global rank zero) and remembers what was logged."""
+    """Hands rows of metrics to the loggers, on global rank zero only."""
 
     def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = loggers
-        self.logged_metrics: dict[str, float] = {}
 
-    def log(self, metrics: Mapping[str, float], epoch: int, step: int, is_global_zero: bool) -> None:
-        if not metrics:
+    def log(self, metrics: Mapping[str, Any], step: int, epoch: int | None, is_global_zero: bool) -> None:
+        """One row at `step`: the values as floats, and `epoch` unless None (or logged by the user)."""
+        if not is_global_zero or not self.loggers:
             return
-        metrics = {**metrics, "epoch": epoch}
-        self.logged_metrics.update(metrics)
-        if is_global_zero:
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=step)
+        row = {name: float(value) for name, value in metrics.items()}
+        if epoch is not None:
+            row.setdefault("epoch", epoch)
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
 
 
 @dataclass
@@ -75,8 +75,26 @@ class Run:
     def loggers(self) -> list[Logger]:
         return self.log_sink.loggers
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Send metrics to the loggers at the current epoch and `step` (default: the batches that stepped)."""
-        progress = self.fit_loop
-        step = progress.batches_that_stepped if step is None else step
-        self.log_sink.log(metrics, progress.epoch, step, self.strategy.is_global_zero)
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Send metrics to the loggers and keep them in logged_metrics, as Lightning's logger connector does:
+        without `step`, at the batches that stepped (or at a logged "step" value) with the epoch in the row;
+        with `step`, at that step without the epoch. Nothing happens without loggers."""
+        self._log(metrics, step, 0)
+
+    def log_epoch_end_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """The training epoch's values: at the step of its last optimizer step, with the epoch."""
+        self._log(metrics, None, -1)
+
+    def _log(self, metrics: Mapping[str, Any], step: int | None, steps_back: int) -> None:
+        if not self.log_sink.loggers or not metrics:
+            return
+        self.metrics.record_logged(metrics)
+        epoch: int | None = None
+        if step is None:
+            rows = dict(metrics)
+            logged_step = rows.pop("step", None)
+            if logged_step is not None:
+                metrics, step = rows, int(logged_step)
+            else:
+                epoch, step = self.fit_loop.epoch, self.fit_loop.batches_that_stepped + steps_back
+        self.log_sink.log(metrics, step, epoch, self.strategy.is_global_zero)

@@ -54,8 +54,7 @@ class StageCall:
         strategy.setup_environment()
         run = self._build_run()
         trainer._run = run
-        run.metrics.reset()
-        run.log_sink.logged_metrics.clear()
+        run.metrics.start(run)
         status = TrainerStatus.INTERRUPTED
         try:
             self._prepare_data(run)
@@ -95,7 +94,8 @@ class StageCall:
             trainer.profiler.attach(manager)
         return Run(
             entry=self.entry, trainer=trainer, module=module, datamodule=self.datamodule, strategy=trainer.strategy,
-            settings=trainer.settings, hooks=BoundHooks(manager, trainer, module), metrics=trainer._metrics,
+            settings=trainer.settings, hooks=BoundHooks(manager, trainer, module, trainer._metrics),
+            metrics=trainer._metrics,
             log_sink=trainer._log_sink, state=trainer.state, callbacks=callbacks, fit_loop=trainer.fit_loop,
             save_checkpoint=trainer.save_checkpoint,
         )
@@ -189,7 +189,8 @@ class StageCall:
             "module": {key: value.detach().cpu() for key, value in self.module.state_dict().items()},
             "fit_loop": trainer.fit_loop.state_dict(),
             "callback_metrics": {key: value.detach().cpu() for key, value in trainer.callback_metrics.items()},
-            "logged_metrics": dict(trainer.logged_metrics),
+            "logged_metrics": {key: value.detach().cpu() if isinstance(value, torch.Tensor) else value
+                               for key, value in trainer.logged_metrics.items()},
             "checkpoint_paths": [
                 {name: getattr(callback, name) for name in ("best_model_path", "last_model_path", "best_model_score")}
                 for callback in trainer.checkpoint_callbacks
@@ -202,7 +203,7 @@ class StageCall:
         self.module.load_state_dict(state["module"])
         trainer.fit_loop.load_state_dict(state["fit_loop"])
         trainer._metrics.callback_metrics = state["callback_metrics"]
-        trainer._log_sink.logged_metrics.update(state["logged_metrics"])
+        trainer._metrics.logged_metrics.update(state["logged_metrics"])
         for callback, paths in zip(trainer._callbacks_for(self.module), state["checkpoint_paths"]):
             for name, value in paths.items():
                 setattr(callback, name, value)

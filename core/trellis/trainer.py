@@ -245,8 +245,8 @@ class Trainer:
         return self._metrics.callback_metrics
 
     @property
-    def logged_metrics(self) -> dict[str, float]:
-        return self._log_sink.logged_metrics
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        return self._metrics.logged_metrics
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:

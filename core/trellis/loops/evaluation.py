@@ -57,9 +57,9 @@ def run_evaluation(
     classic_epoch_end = getattr(module, f"{stage.name}_epoch_end", None)
     collected: list[list[Any]] = [[] for _ in loaders]
     evaluation = _Evaluation(run, stage)
-    previous_stage, previous_running_stage = metrics.stage, run.state.stage
+    previous_running_stage = run.state.stage
     mode = evaluation.to_eval_mode()
-    metrics.stage = stage.name
+    metrics.begin_evaluation(stage.name, loaders)
     if not sanity:
         run.state.stage = stage.running_stage
     hooks.fire(stage.hook("start"))
@@ -70,51 +70,54 @@ def run_evaluation(
     with_index = takes_batch_index(getattr(module, stage.step_method))
     step_boundary = strategy.accelerator.step_boundary
     grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
+    per_loader: list[dict[str, torch.Tensor]] = []
     with grad_context():
         for loader_index, loader in enumerate(loaders):
-            metrics.dataloader_suffix = f"/dataloader_idx_{loader_index}" if several else ""
             limit = limits[loader_index]
             move = batch_transfer(run, loader_index)
+            logged_index = loader_index if several else None
             for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
                 if batch_index >= limit:
                     break
                 batch = move(batch)
-                metrics.current_batch = batch
+                metrics.batch_started(batch, logged_index)
                 if on_batch_start is not None:
                     on_batch_start(batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
-                output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
+                outer_hook, metrics.fx = metrics.fx, stage.step_method
+                try:
+                    output = step(*step_arguments(with_index, batch, batch_index, logged_index))
+                finally:
+                    metrics.fx = outer_hook
                 if on_batch_end is not None:
                     on_batch_end(outputs=output, batch=batch, batch_idx=batch_index, dataloader_idx=loader_index)
+                metrics.current_batch = None
                 if classic_epoch_end is not None:
                     collected[loader_index].append(output)
+                if not sanity:
+                    row, row_step = metrics.evaluation_step_row(stage.name, loader_index)
+                    run.log_metrics(row, step=row_step)
                 step_boundary()
-    metrics.dataloader_suffix = ""
+            per_loader.append(metrics.end_loader(sanity))
+    metrics.dataloader_idx = None
     if classic_epoch_end is not None:
-        log_classic_result(classic_epoch_end(collected if several else collected[0]), module)
+        outer_hook, metrics.fx = metrics.fx, stage.hook("epoch_end")
+        try:
+            log_classic_result(classic_epoch_end(collected if several else collected[0]), module)
+        finally:
+            metrics.fx = outer_hook
     hooks.fire(stage.hook("epoch_end"))
-    logged = metrics.reduce_epoch(stage.name)
+    not_per_loader = metrics.end_evaluation_epoch(sanity)
+    for logged in per_loader:
+        logged.update(not_per_loader)
     if not sanity:
-        run.log_metrics(logged)
+        run.log_metrics({name: value for logged in per_loader for name, value in logged.items()})
         if after_logging is not None:
             after_logging()
     hooks.fire(stage.hook("end"))
+    metrics.end_evaluation()
     evaluation.restore_mode(mode)
-    metrics.stage, run.state.stage = previous_stage, previous_running_stage
-    return _split_by_loader(logged, len(loaders))
-
-
-def _split_by_loader(logged: dict[str, float], count: int) -> list[dict[str, float]]:
-    if count <= 1:
-        return [logged]
-    results: list[dict[str, float]] = [{} for _ in range(count)]
-    for name, value in logged.items():
-        base, _, index = name.rpartition("/dataloader_idx_")
-        if base and index.isdigit():
-            results[int(index)][name] = value
-        else:
-            for result in results:
-                result[name] = value
-    return results
+    run.state.stage = previous_running_stage
+    return [{name: float(value) for name, value in logged.items()} for logged in per_loader]
 
 
 def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> list[Any]:
@@ -124,6 +127,7 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> li
     predictions: list[list[Any]] = [[] for _ in loaders]
     evaluation = _Evaluation(run, PREDICT)
     mode = evaluation.to_eval_mode()
+    run.metrics.begin_prediction()
     hooks.fire(PREDICT.hook("start"))
     hooks.fire(PREDICT.hook("epoch_start"))
     step = strategy.step_function(PREDICT.step_method)
@@ -138,7 +142,11 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> li
                 batch = move(batch)
                 hooks.fire(PREDICT.hook("batch_start"), batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
-                output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
+                outer_hook, run.metrics.fx = run.metrics.fx, PREDICT.step_method
+                try:
+                    output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
+                finally:
+                    run.metrics.fx = outer_hook
                 hooks.fire(PREDICT.hook("batch_end"), outputs=output, batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
                 predictions[loader_index].append(output)

@@ -184,10 +184,11 @@ class _Epochs:
         run.hooks.fire("on_train_end")
 
     def _sanity_check(self) -> None:
-        """A few validation batches before training; leaves RNG, metrics and loggers untouched."""
+        """A few validation batches before training; leaves RNG and loggers untouched, and no metrics (as
+        Lightning, which starts and ends it with empty callback, logged and progress bar metrics)."""
         run, data = self.run, self.data
         steps = run.settings.num_sanity_val_steps
-        saved_metrics = dict(run.metrics.callback_metrics)
+        run.metrics.reset()
         run.state.stage = RunningStage.SANITY_CHECKING
         run.hooks.fire("on_sanity_check_start")
         with isolated_rng(run.strategy.accelerator):
@@ -197,7 +198,7 @@ class _Epochs:
                 run_evaluation(run, VALIDATION, data.val_loaders, limits, sanity=True)
         run.hooks.fire("on_sanity_check_end")
         run.state.stage = RunningStage.TRAINING
-        run.metrics.callback_metrics = saved_metrics
+        run.metrics.reset()
 
     # -- the training loader's iterator ---------------------------------------------------------
     def _open_epoch(self) -> None:
@@ -288,6 +289,7 @@ class _Epochs:
         preemption = run.preemption
         run_batch = optimization.run_batch
         unsized = math.isinf(limit)
+        metrics = run.metrics
         batches: Iterable[Any] = _lookahead(iterator) if unsized else iterator
         is_last = False
         for batch in batches:
@@ -301,6 +303,7 @@ class _Epochs:
             if unsized:
                 batch, is_last = batch
             batch = move(batch)
+            metrics.current_batch, metrics.in_batches = batch, True
             if on_batch_start is not None and -1 in on_batch_start(batch=batch, batch_idx=batch_index):
                 if schedulers:
                     step_schedulers(run, "epoch", loop.epoch + 1, plateau=False)
@@ -323,6 +326,7 @@ class _Epochs:
             loop.epoch_complete, loop.stepped, loop.boundary = is_last, steps_now, AFTER_BATCH
             if on_batch_end is not None:
                 on_batch_end(outputs=outputs, batch=batch, batch_idx=batch_index)
+            metrics.current_batch = None
             if step_boundary is not None:
                 step_boundary()
             if boundary_work or loop.should_stop:
@@ -352,15 +356,13 @@ class _Epochs:
     def _finish_boundary(self, is_last_batch: bool, validates: bool) -> None:
         """After on_train_batch_end: the step's metrics, validation when due (`validates`: in this epoch at
         all), plateau schedulers."""
-        loop, run, metrics = self.loop, self.run, self.run.metrics
+        loop, run = self.loop, self.run
         if loop.boundary == AFTER_BATCH:
             settings = run.settings
-            if loop.stepped and run.log_sink.loggers and (
-                    (loop.batches_that_stepped + 1) % settings.log_every_n_steps == 0
-                    or loop.should_stop or settings.fast_dev_run):
-                run.log_metrics(metrics.pop_step_metrics())
-            else:
-                metrics.step_values.clear()
+            every = settings.log_every_n_steps
+            if loop.stepped and run.log_sink.loggers and (settings.fast_dev_run or every and (
+                    (loop.batches_that_stepped + 1) % every == 0 or loop.should_stop)):
+                run.log_metrics(run.metrics.logged_step_values())
             if validates and self.schedule.due_after_batch(
                     loop.epoch, loop.batches_done - 1, loop.total_batches_done - 1, is_last_batch,
                     loop.should_stop and loop.can_stop_early()):
@@ -387,7 +389,6 @@ class _Epochs:
             loop.boundary = VALIDATED
 
         run_evaluation(run, VALIDATION, data.val_loaders, data.val_batch_limits, after_logging=logged)
-        run.metrics.stage = "train"
         run.state.stage = RunningStage.TRAINING
 
     def _finish_epoch(self) -> None:
@@ -395,13 +396,13 @@ class _Epochs:
         loop, run = self.loop, self.run
         metrics = run.metrics
         if loop.phase == EPOCH_END:
+            metrics.epoch_end_reached()
             loop.phase = TRAINED
             run.hooks.fire("on_train_epoch_end")
         if loop.phase == TRAINED:
-            to_loggers = bool(run.loggers)  # without loggers nothing is read back from the device
-            logged = metrics.reduce_epoch("train", to_loggers)
+            logged = metrics.end_train_epoch()
             loop.phase = LOGGED
-            run.log_metrics(logged, step=loop.batches_that_stepped - 1)
+            run.log_epoch_end_metrics(logged)
         if loop.epoch_complete and run.scheduler_configs and self.optimization.automatic:
             step_schedulers(run, "epoch", loop.epoch + 1, plateau=True)
         loop.epoch += 1

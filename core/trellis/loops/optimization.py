@@ -52,7 +52,7 @@ def log_classic_result(result: Any, module: Any) -> None:
     """Classic dict results: their "log" and "progress_bar" sub-dicts are logged."""
     if not isinstance(result, dict):
         return
-    for key, prog_bar, logger in (("log", False, True), ("progress_bar", True, False)):
+    for key, prog_bar, logger in (("log", False, None), ("progress_bar", True, False)):
         for name, value in (result.get(key) or {}).items():
             module.log(name, value, prog_bar=prog_bar, logger=logger)
 
@@ -187,8 +187,7 @@ class Optimization:
     def run_batch(self, batch: Any, batch_index: int, steps_now: bool) -> Any:
         """Run one batch; `steps_now` is False inside an accumulation window. Returns training_step's output."""
         metrics = self.run.metrics
-        metrics.in_training_step = True
-        metrics.current_batch = batch
+        outer_hook, metrics.fx = metrics.fx, "training_step"
         self.last_loss = self.last_outputs = None
         try:
             if not self.automatic:
@@ -199,7 +198,7 @@ class Optimization:
                 self.run.fit_loop.global_step += 1
             return self.last_outputs
         finally:
-            metrics.in_training_step = False
+            metrics.fx = outer_hook
 
     def _automatic_step(self, batch: Any, batch_index: int, optimizer_index: int, optimizer: torch.optim.Optimizer,
                         steps_now: bool) -> None:
