@@ -184,8 +184,8 @@ def test_default_optimizer_is_adam_when_not_configured(capsys):
     assert "Adam(lr=1e-3)" in capsys.readouterr().out
 
 
-def test_csv_logger_writes_metrics_and_hparams_by_default(tmp_path):
-    trainer = trellis.Trainer(max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False,
+def test_csv_logger_writes_metrics_and_hparams(tmp_path):
+    trainer = trellis.Trainer(logger="csv", max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False,
                               enable_model_summary=False, log_every_n_steps=2)
     trainer.fit(TinyRegressor(lr=0.01), loader(), loader(64))
     log_dir = tmp_path / "trellis_logs" / "version_0"

@@ -5,6 +5,7 @@ The kernel asks the chosen plugins what they can do; it never tests for a partic
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {"single_device": SingleDeviceSt
 DEFAULT_PRECISION = "32-true"
 DEFAULT_CHECKPOINT_IO = "torch"
 DEFAULT_LOGGER = "csv"
+#: what logger=True gives when its plugin (and the package it writes with) is installed, as Lightning does.
+PREFERRED_DEFAULT_LOGGER, PREFERRED_DEFAULT_LOGGER_PACKAGE = "tensorboard", "tensorboard"
 _ROLE_CLASSES: dict[str, type] = {
     "accelerator": Accelerator,
     "strategy": Strategy,
@@ -270,16 +273,26 @@ def select(
     )
 
 
+def default_logger_name() -> str:
+    """The logger `logger=True` gives: TensorBoard when trellis-tensorboard and tensorboard are installed, else
+    CSV (no dependency). Both write under default_root_dir/trellis_logs/version_N."""
+    if PREFERRED_DEFAULT_LOGGER in discovery.names("logger") and importlib.util.find_spec(
+            PREFERRED_DEFAULT_LOGGER_PACKAGE) is not None:
+        return PREFERRED_DEFAULT_LOGGER
+    return DEFAULT_LOGGER
+
+
 def resolve_loggers(logger: Any, root_dir: str) -> list[Logger]:
-    """`logger=` as True (the default "csv"), False/None, a name, an object, or a list of those."""
+    """`logger=` as True (the default: see default_logger_name), False/None, a name, an object, or a list."""
     if logger is False or logger is None:
         return []
     if logger is True:
+        name = default_logger_name()
         try:
-            return [load_class("logger", DEFAULT_LOGGER).from_trainer(root_dir)]
+            return [load_class("logger", name).from_trainer(root_dir)]
         except PluginNotFoundError as error:
             raise PluginNotFoundError(
-                f"{error} {DEFAULT_LOGGER!r} is the default logger; or pass logger=False, or a Logger object"
+                f"{error} {name!r} is the default logger; or pass logger=False, or a Logger object"
             ) from None
     items = logger if isinstance(logger, (list, tuple)) else [logger]
     resolved = []

@@ -38,7 +38,7 @@ def column(rows: list[dict[str, str]], name: str) -> list[float]:
 
 def test_lr_monitor_logs_each_group_per_epoch_following_the_scheduler(tmp_path):
     monitor = LearningRateMonitor(log_momentum=True)
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=3, callbacks=[monitor])
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=3, callbacks=[monitor])
     trainer.fit(ScheduledRegressor(), loader(64))
     rows = read_metrics(trainer)
     assert column(rows, "lr-SGD/pg1") == pytest.approx([0.1, 0.05, 0.025])
@@ -49,7 +49,7 @@ def test_lr_monitor_logs_each_group_per_epoch_following_the_scheduler(tmp_path):
 
 def test_lr_monitor_step_interval_logs_every_log_every_n_steps(tmp_path):
     monitor = LearningRateMonitor(logging_interval="step")
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
                             callbacks=[monitor])
     trainer.fit(TinyRegressor(lr=0.05), loader(256, batch_size=32))  # 8 optimizer steps
     assert monitor.lrs == {"lr-SGD": [0.05] * 4}  # steps 0, 2, 4, 6

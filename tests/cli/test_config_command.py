@@ -61,6 +61,7 @@ def project(tmp_path, monkeypatch):
           init_args: {{batch_size: 8}}
         trainer:
           max_epochs: 1
+          logger: csv
           default_root_dir: {tmp_path / 'runs'}
           enable_progress_bar: false
           enable_model_summary: false

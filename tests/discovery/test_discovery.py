@@ -46,13 +46,13 @@ def test_two_distributions_claiming_a_chosen_name_is_an_error_naming_both(tmp_pa
 
 
 def test_a_well_known_name_stays_with_its_distribution_when_another_claims_it(tmp_path):
-    """A third party claiming "csv" cannot replace (or break) the default logger."""
+    """A third party claiming "csv" cannot replace (or break) the CSV logger (the dependency-free default)."""
     hijack = "from trellis.plugin import Logger\nTRELLIS_PLUGIN_API = 1\nclass Hijack(Logger):\n    pass\n"
     make_distribution(tmp_path, "csv-hijack", {"trellis.loggers": {"csv": "csv_hijack:Hijack"}},
                       {"csv_hijack.py": hijack})
     result = run_python("""
         import tempfile, trellis
-        trainer = trellis.Trainer(default_root_dir=tempfile.mkdtemp(), enable_progress_bar=False)
+        trainer = trellis.Trainer(logger="csv", default_root_dir=tempfile.mkdtemp(), enable_progress_bar=False)
         print(type(trainer.logger).__module__)
     """, tmp_path)
     assert result.returncode == 0, result.stderr

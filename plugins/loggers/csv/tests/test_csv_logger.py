@@ -63,8 +63,8 @@ def test_rows_reach_the_file_in_the_background_without_any_flush_call(tmp_path):
     logger.finalize("success")
 
 
-def test_the_default_logger_of_a_trainer_writes_every_step_and_the_epoch_aggregate(tmp_path, kit):
-    trainer = kit.quiet_trainer(max_epochs=2, default_root_dir=tmp_path)
+def test_a_trainer_writes_every_step_and_the_epoch_aggregate(tmp_path, kit):
+    trainer = kit.quiet_trainer(logger="csv", max_epochs=2, default_root_dir=tmp_path)
     trainer.fit(kit.TinyRegression(), kit.random_loader(batches=4))
 
     assert isinstance(trainer.logger, CSVLogger)
@@ -75,10 +75,10 @@ def test_the_default_logger_of_a_trainer_writes_every_step_and_the_epoch_aggrega
 
 def test_resume_from_a_mid_epoch_checkpoint_has_no_duplicated_and_no_missing_step(tmp_path, kit):
     every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    interrupted = kit.quiet_trainer(max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
+    interrupted = kit.quiet_trainer(logger="csv", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
     interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows up to step 6, checkpoint at 4
 
-    resumed = kit.quiet_trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
+    resumed = kit.quiet_trainer(logger="csv", max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
     assert resumed.logger.log_dir == interrupted.logger.log_dir
@@ -98,9 +98,9 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
 
     module = type("WithValidation", (kit.TinyRegression,), {"validation_step": validation_step})()
     flags = {"default_root_dir": tmp_path, "val_check_interval": 4, "num_sanity_val_steps": 0}
-    kit.quiet_trainer(max_steps=6, callbacks=[every_four], **flags).fit(
+    kit.quiet_trainer(logger="csv", max_steps=6, callbacks=[every_four], **flags).fit(
         module, kit.random_loader(batches=8), kit.random_loader(batches=2))
-    resumed = kit.quiet_trainer(max_steps=8, enable_checkpointing=False, **flags)
+    resumed = kit.quiet_trainer(logger="csv", max_steps=8, enable_checkpointing=False, **flags)
     resumed.fit(module, kit.random_loader(batches=8), kit.random_loader(batches=2),
                 ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
@@ -115,7 +115,7 @@ def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_row_once
     assert loss_steps(killed_dir / "metrics.csv") == [1, 2, 3]
 
     with pytest.warns(UserWarning, match="killed before its first checkpoint"):
-        restarted = kit.quiet_trainer(max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
+        restarted = kit.quiet_trainer(logger="csv", max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
         restarted.fit(kit.TinyRegression(), kit.random_loader())
 
     assert restarted.logger.log_dir == str(killed_dir)
@@ -128,12 +128,12 @@ def test_a_run_killed_after_a_checkpoint_stays_resumable_and_a_fresh_run_gets_it
     killed_dir = tmp_path / "trellis_logs" / "version_0"
     before = (killed_dir / "metrics.csv").read_text()
 
-    fresh = kit.quiet_trainer(max_steps=2, default_root_dir=tmp_path, enable_checkpointing=False)
+    fresh = kit.quiet_trainer(logger="csv", max_steps=2, default_root_dir=tmp_path, enable_checkpointing=False)
     fresh.fit(kit.TinyRegression(), kit.random_loader())
     assert fresh.logger.version == 1
     assert (killed_dir / "metrics.csv").read_text() == before
 
-    resumed = kit.quiet_trainer(max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
+    resumed = kit.quiet_trainer(logger="csv", max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(), ckpt_path=killed_dir / "checkpoints" / "step=4.ckpt")
     assert resumed.logger.log_dir == str(killed_dir)
     assert loss_steps(resumed.logger.metrics_path) == list(range(1, 9))
