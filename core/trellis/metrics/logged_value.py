@@ -53,6 +53,14 @@ class LoggedValue:
     def meta(self) -> tuple:
         return tuple(getattr(self, field) for field in _META_FIELDS) + (self.metric is not None,)
 
+    def differences(self, other: LoggedValue) -> str:
+        """What `other` logs differently, as "field: ours, then theirs"."""
+        fields = [*_META_FIELDS, "metric"]
+        mine = [*self.meta[:-1], type(self.metric).__name__ if self.metric is not None else "tensor"]
+        theirs = [*other.meta[:-1], type(other.metric).__name__ if other.metric is not None else "tensor"]
+        return "; ".join(f"{field}: {before!r}, then {after!r}" for field, before, after in zip(fields, mine, theirs)
+                         if before != after)
+
     def reset(self) -> None:
         """Forget the values (a new epoch, or the end of an evaluation); a Metric is reset too."""
         self.updated = False
@@ -70,6 +78,7 @@ class LoggedValue:
         """Plain values and tensors (a checkpoint loads with weights_only=True)."""
         state = {field: getattr(self, field) for field in _STATE_FIELDS}
         state["number_dtype"] = str(self.number_dtype).removeprefix("torch.")
+        state["is_metric"] = self.metric is not None
         return state
 
     @classmethod

@@ -295,8 +295,8 @@ class MetricStore:
                 self._loop.has_step_values = True
         elif existing.meta != logged.meta:
             raise ConfigurationError(
-                f"self.log({name!r}, ...) was called twice in {fx} with different arguments: log it the same way "
-                "each time, or under another name"
+                f"self.log({name!r}, ...) was called twice in {fx} with different arguments "
+                f"({existing.differences(logged)}): log it the same way each time, or under another name"
             )
         else:
             logged = existing
@@ -430,7 +430,9 @@ class MetricStore:
         train = self._loops["train"]
         train.values.clear()
         for saved in state["train"]:
-            metric = _find_metric(self._module, saved["metric_attribute"]) if saved["metric_attribute"] else None
+            metric = _find_metric(self._module, saved["metric_attribute"]) if saved["is_metric"] else None
+            if saved["is_metric"] and metric is None:  # not a submodule: it starts over, as in Lightning
+                continue
             logged = LoggedValue.from_state_dict(saved, metric)
             train.values[(logged.fx, logged.name, logged.dataloader_idx if logged.add_dataloader_idx else None)] = \
                 logged
