@@ -27,6 +27,7 @@ from trellis.metrics import MetricStore
 from trellis.preemption import Preempted, PreemptionHandler
 from trellis.optim import OptimizerSetup, SchedulerConfig, parse_optimizers
 from trellis.roles import Logger
+from trellis.roles.strategy import TrainingSettings
 from trellis.selection import resolve_loggers, select
 from trellis.utils.durations import duration_seconds
 from trellis.utils.rank_zero import rank_zero_info
@@ -351,7 +352,8 @@ class Trainer:
     def _run_stage(self, stage: str, loaders: dict[str, Any], ckpt_path: Any, verbose: bool) -> Any:
         module = self.module
         if stage == "fit":
-            setup = self.strategy.setup(module, self._build_optimizers)
+            setup = self.strategy.setup(module, self._build_optimizers, settings=TrainingSettings(
+                self.accumulate_grad_batches, self.gradient_clip_val, self.gradient_clip_algorithm))
             self.optimizers, self.lr_scheduler_configs = setup.optimizers, setup.schedulers
             self.classic_optimizer_idx = takes_optimizer_index(module)
             check_optimizers(module, self.optimizers, self.classic_optimizer_idx)

@@ -144,7 +144,7 @@ class FitLoop:
                 generator.set_state(state)
         else:
             self.epoch_start_rng = {"global": capture_rng(), "generators": [g.get_state() for g in generators]}
-        iterator = iter(trainer.strategy.process_dataloader(loader))
+        iterator = iter(trainer.strategy.process_dataloader(loader, training=True))
         for _ in range(discard):
             next(iterator, None)
         index = self.batches_done
