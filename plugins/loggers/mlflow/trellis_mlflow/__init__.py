@@ -170,6 +170,7 @@ class MLflowLogger(Logger):
         self._resuming = True
         if state.get("step") is not None:
             self._resume_position = (state["step"], list(state.get("keys_at_step", [])))
+            self._step, self._step_rows = state["step"], [dict.fromkeys(self._resume_position[1], 0.0)]
 
     def read_back(self) -> list[tuple[int, str, float]]:
         """(step, key, value) of every metric point the server holds for this run."""
