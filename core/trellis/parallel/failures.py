@@ -3,13 +3,15 @@
 When one rank fails, the others fail after it: their collectives lose a peer and raise errors of their
 own, which are noise. The first to claim the group's failure record is the cause. A rank whose own error
 may be such a consequence waits briefly (SETTLE_SECONDS) for a claim from elsewhere before it claims.
-A claim is the exclusive creation of one file that every process of the group knows by name.
+A claim is the exclusive creation of one file that every process of the group knows by name; the file
+exists only once a rank failed, and the launching process removes it when the group has ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+import secrets
 import signal
 import tempfile
 import time
@@ -29,8 +31,9 @@ class FailureRecord:
 
     @classmethod
     def create(cls) -> FailureRecord:
-        """A new record in a private temporary directory (removed with `remove`)."""
-        return cls(os.path.join(tempfile.mkdtemp(prefix="trellis-failure-"), "first"))
+        """A new record for a group, under an unguessable name in the temporary directory (nothing is written
+        until a rank fails)."""
+        return cls(os.path.join(tempfile.gettempdir(), f"trellis-failure-{os.getpid()}-{secrets.token_hex(8)}"))
 
     @classmethod
     def of_this_group(cls) -> FailureRecord | None:
@@ -43,8 +46,8 @@ class FailureRecord:
             handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             return self.cause() == who
-        except OSError:  # the record is gone: its group ended and the cause was reported
-            return False
+        except OSError:  # no record can be kept here: every failing rank shows its traceback rather than none
+            return True
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(f"{who}\n{summary}")
         return True
@@ -73,7 +76,9 @@ class FailureRecord:
             return []
 
     def remove(self) -> None:
-        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+        """Once every process of the group has ended (only the launching process knows)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 def describe_exit(code: int) -> str:

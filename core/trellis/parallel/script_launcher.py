@@ -157,10 +157,8 @@ def follow_launcher() -> None:
         while os.getppid() == launcher:
             time.sleep(POLL_SECONDS)
         summary = f"the launching process (pid {launcher}) died"
-        if record is None or record.claim("launcher", summary):
+        if record is None or record.claim("launcher", summary):  # the record stays: other ranks may still look
             print(f"[trellis] {summary}; exiting", file=sys.stderr, flush=True)
-            if record is not None:
-                record.remove()  # nobody else will: the launcher that made it is gone
         os._exit(1)
 
     threading.Thread(target=watch, name="trellis-launcher-follow", daemon=True).start()
