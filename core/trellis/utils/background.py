@@ -55,6 +55,7 @@ class BackgroundDelivery:
         self.max_pending = max_pending
         self._items: deque[Item] = deque()
         self._in_flight: list[Item] = []
+        self._sending_since: float | None = None  # when the chunk in flight was handed to `deliver`
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # in C: a wake costs the training thread one call
@@ -85,13 +86,17 @@ class BackgroundDelivery:
     def flush(self, timeout: float) -> bool:
         """Deliver everything put so far; wait at most `timeout` seconds, and no longer than one failed attempt.
 
-        True when all of it was delivered. A failing backend is retried now rather than at its next interval.
+        True when all of it was delivered. A failing backend is retried now rather than at its next interval;
+        one stuck in an attempt for longer than `timeout` already is not waited for again.
         """
         with self._lock:
             target = self._delivered + len(self._items) + len(self._in_flight)
             if self._delivered >= target:
                 return True
             attempts = self._attempts
+            stuck = self._sending_since is not None and time.monotonic() - self._sending_since > timeout
+        if stuck:
+            return False
         self._start()
         self._retry_at = 0.0
         self.wake()
@@ -122,7 +127,7 @@ class BackgroundDelivery:
             self._generation += 1
             in_flight, left = list(self._in_flight), list(self._items)
             self._items.clear()
-            self._in_flight = []
+            self._in_flight, self._sending_since = [], None
             self._thread = None
             self._closing = False
             self.__dict__.pop("put", None)  # back to the method that starts a thread
@@ -184,6 +189,7 @@ class BackgroundDelivery:
                     break
                 chunk = [self._items.popleft() for _ in range(min(self.chunk_size, len(self._items)))]
                 self._in_flight = chunk
+                self._sending_since = time.monotonic()
             try:
                 self._deliver(chunk)
             except Exception as error:  # any backend failure: keep the items, in order, and retry later
@@ -192,7 +198,7 @@ class BackgroundDelivery:
             with self._progress:
                 if self._generation != generation:
                     return
-                self._in_flight = []
+                self._in_flight, self._sending_since = [], None
                 self._delivered += len(chunk)
                 self._attempts += 1
                 self._progress.notify_all()
@@ -205,7 +211,7 @@ class BackgroundDelivery:
             if self._generation != generation:
                 return
             self._items.extendleft(reversed(chunk))
-            self._in_flight = []
+            self._in_flight, self._sending_since = [], None
             self.last_error = error
             if not self.failing:
                 rank_zero_warn(

@@ -38,8 +38,8 @@ class MLflowLogger(Logger):
 
     Training never waits for the server: log calls queue items, and a background thread creates the run and
     delivers them every `flush_interval` seconds, retrying every `retry_interval` seconds while the server is
-    down. Checkpoints do not wait either: the run is named by a key chosen here (the `trellis.run_key` tag)
-    until the server has given it an id. At the end, `finalize` waits at most `finalize_timeout` seconds;
+    down. Checkpoints wait for delivery only while the server answers (at most `checkpoint_timeout` seconds);
+    the run is named by a key chosen here (the `trellis.run_key` tag) until the server has given it an id. At the end, `finalize` waits at most `finalize_timeout` seconds;
     what is still undelivered then is saved in `<save_dir>/mlflow_undelivered_<run>.jsonl` and named.
 
     Without a tracking URI (argument or MLFLOW_TRACKING_URI) runs go to MLflow's default store, as
@@ -64,6 +64,7 @@ class MLflowLogger(Logger):
         save_dir: str | os.PathLike = ".",
         flush_interval: float = 1.0,
         retry_interval: float = 5.0,
+        checkpoint_timeout: float = 5.0,
         finalize_timeout: float = 30.0,
     ) -> None:
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -74,6 +75,7 @@ class MLflowLogger(Logger):
         self.log_checkpoints = log_checkpoints
         self.log_model = log_model
         self.save_dir = os.fspath(save_dir)
+        self.checkpoint_timeout = checkpoint_timeout
         self.finalize_timeout = finalize_timeout
         self.run_key = uuid.uuid4().hex
         self._run_id = run_id or os.environ.get("MLFLOW_RUN_ID")
@@ -149,8 +151,14 @@ class MLflowLogger(Logger):
         self._delivery.close(self.finalize_timeout)
 
     def state_dict(self) -> dict[str, Any]:
-        """The run's identity (its id, or the key it will be found by) and the position of the checkpoint."""
-        self.save()
+        """The run's identity (its id, or the key it will be found by) and the position of the checkpoint.
+
+        What is queued is delivered first while the server answers (at most checkpoint_timeout seconds); while
+        it does not, the checkpoint does not wait: a crash then loses the rows still queued, a normal end saves
+        them to the undelivered file.
+        """
+        if self._run_id is not None and not self._delivery.failing:
+            self._delivery.flush(self.checkpoint_timeout)
         keys = sorted({_key(name) for row in self._step_rows for name in row})
         return {
             "run_id": self._run_id, "run_key": self.run_key, "experiment_name": self.experiment_name,

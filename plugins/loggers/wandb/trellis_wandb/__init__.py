@@ -47,6 +47,7 @@ class WandbLogger(Logger):
         log_checkpoints: bool = True,
         flush_interval: float = 0.5,
         retry_interval: float = 60.0,
+        checkpoint_timeout: float = 5.0,
         finalize_timeout: float = 60.0,
         **init_kwargs: Any,
     ) -> None:
@@ -56,6 +57,7 @@ class WandbLogger(Logger):
         self.save_dir = os.fspath(save_dir or os.environ.get("WANDB_DIR") or ".")
         self.tags = tags
         self.log_checkpoints = log_checkpoints
+        self.checkpoint_timeout = checkpoint_timeout
         self.finalize_timeout = finalize_timeout
         self.init_kwargs = init_kwargs
         self._run: Any = None
@@ -109,7 +111,10 @@ class WandbLogger(Logger):
         self._delivery.close(self.finalize_timeout)
 
     def state_dict(self) -> dict[str, Any]:
-        self.save()
+        """The run id; rows queued so far are handed to wandb first while it takes them (at most
+        checkpoint_timeout seconds), not while it fails."""
+        if self._run is not None and not self._delivery.failing:
+            self._delivery.flush(self.checkpoint_timeout)
         return {"id": self.version, "project": self.project}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
