@@ -57,7 +57,7 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
         ("strategy", f"deepspeed{suffix}"): "trellis-deepspeed"
         for suffix in ("", "_stage_1", "_stage_2", "_stage_3", "_stage_2_offload", "_stage_3_offload")
     },
-    ("strategy", "xla"): "trellis-xla",
+    **{("strategy", name): "trellis-xla" for name in ("xla", "xla_fsdp")},
     **{("precision", name): "trellis-true" for name in ("32-true", "32", "64-true", "64", "16-true", "bf16-true")},
     **{("precision", name): "trellis-mixed" for name in ("16-mixed", "16", "bf16-mixed", "bf16")},
     **{("precision", name): "trellis-mixed" for name in ("transformer-engine", "fp8")},

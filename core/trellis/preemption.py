@@ -74,7 +74,7 @@ class PreemptionHandler:
 
         path = self.checkpoint_path
         self.save_checkpoint(path)
-        environment = getattr(self.strategy, "cluster_environment", None) or detect_cluster_environment()
+        environment = self.strategy.cluster_environment or detect_cluster_environment()
         requeued = environment is not None and self.strategy.is_global_zero and environment.requeue()
         name = signal.Signals(self.received).name if self.received else "a preemption signal on another rank"
         message = (f"received {name} at global step {global_step}: saved {path}"

@@ -20,6 +20,7 @@ from trellis.hook_manager import BoundHooks, HookManager
 from trellis.loops.evaluation import run_evaluation, run_prediction
 from trellis.optim import parse_optimizers
 from trellis.preemption import Preempted, PreemptionHandler
+from trellis.roles.strategy import TrainingSettings
 from trellis.run import Run
 from trellis.stages import PREDICT, EntryPoint, TrainerFn, TrainerStatus
 from trellis.utils.rank_zero import rank_zero_info
@@ -114,7 +115,9 @@ class StageCall:
         loggers, the training state, then the loop."""
         module, settings = self.module, run.settings
         run.data = FitData(self.loaders, module, self.datamodule, run.strategy, settings)
-        setup = run.strategy.setup(module, lambda: parse_optimizers(module.configure_optimizers()))
+        setup = run.strategy.setup(module, lambda: parse_optimizers(module.configure_optimizers()),
+                                   settings=TrainingSettings(settings.accumulate_grad_batches,
+                                                             settings.gradient_clip_val, settings.gradient_clip_algorithm))
         if setup is None:
             raise RuntimeError(f"{type(run.strategy).__name__}.setup returned no optimizers for fit")
         run.optimizers, run.scheduler_configs = setup.optimizers, setup.schedulers

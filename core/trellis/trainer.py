@@ -193,6 +193,7 @@ class Trainer:
         """Write the full training state (or the weights alone) through the strategy's checkpoint IO."""
         if self._run is None:
             raise RuntimeError("save_checkpoint needs a module: call it during or after fit/validate/test")
+        self.fit_loop.check_finite_loss()  # never a checkpoint from a step whose loss was NaN or inf
         checkpoint = checkpoint_state.build_checkpoint(self._run, weights_only=weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath)
         self.strategy.barrier("save_checkpoint")

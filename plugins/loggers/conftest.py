@@ -140,7 +140,9 @@ def make_room():
     os.remove(os.path.join(DISK, "filler"))
 """
 _RLIMIT_PREAMBLE = """
-import os, resource, signal, sys
+import os, resource, signal, sys, tempfile
+import torch._dynamo  # the limit is process-wide: what writes files of its own is set up before it
+tempfile.gettempdir()
 DISK = sys.argv[1]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
 _, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import torch
@@ -20,8 +21,22 @@ if TYPE_CHECKING:
     from trellis.optim import OptimizerSetup
     from trellis.roles.accelerator import Accelerator
     from trellis.roles.checkpoint_io import CheckpointIO, PathLike
+    from trellis.roles.cluster_environment import ClusterEnvironment
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The Trainer's flags a strategy may need to train: the kernel passes them to `Strategy.setup`.
+
+    The loop itself accumulates and clips; a strategy that does either inside its own engine (DeepSpeed)
+    configures the engine from these. The defaults are the Trainer's.
+    """
+
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
 
 
 class Launcher(Protocol):
@@ -60,6 +75,11 @@ class Strategy:
         self.module: torch.nn.Module | None = None
         #: what forward passes go through (the module itself, or a DDP/FSDP/DeepSpeed wrapper).
         self.model: torch.nn.Module | None = None
+        #: who launched this process and where its ranks come from; None for one process nobody launched.
+        #: A distributed strategy chooses one in `connect` unless `Trainer(plugins=[...])` gave one.
+        self.cluster_environment: ClusterEnvironment | None = None
+        #: the Trainer's flags as of the last `setup`.
+        self.training_settings: TrainingSettings = TrainingSettings()
 
     # -- wiring -----------------------------------------------------------------------------
     def connect(
@@ -118,12 +138,20 @@ class Strategy:
         """Context around `Module.configure_model`: sharding strategies create layers already sharded there."""
         return contextlib.nullcontext()
 
-    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+    def setup(
+        self,
+        module: torch.nn.Module,
+        build_optimizers: Callable[[], OptimizerSetup] | None,
+        *,
+        settings: TrainingSettings = TrainingSettings(),
+    ) -> OptimizerSetup | None:
         """Place and wrap the module, then build the optimizers over its final parameters.
 
         `build_optimizers` is None for evaluation. Strategies that shard (FSDP) wrap before it runs;
-        strategies that own the optimizer (DeepSpeed) build their engine from its result.
+        strategies that own the optimizer (DeepSpeed) build their engine from its result. `settings`
+        (kept as `training_settings`) are the Trainer's accumulation and clipping flags.
         """
+        self.training_settings = settings
         self.module = self.precision.convert_module(module.to(self.root_device))
         self.model = self.wrap_module(self.module)
         return build_optimizers() if build_optimizers is not None else None
@@ -177,6 +205,8 @@ class Strategy:
         return self.accelerator.batch_to_device(batch, device or self.root_device)
 
     def process_dataloader(self, dataloader: Iterable, training: bool = False) -> Iterable:
+        """The loader the loop iterates; `training` is True for the training loader of fit (its batch size is
+        the micro batch size a strategy may need)."""
         return self.accelerator.wrap_dataloader(dataloader, self.root_device)
 
     # -- collectives --------------------------------------------------------------------------

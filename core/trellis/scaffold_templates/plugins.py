@@ -119,48 +119,71 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.roles import Logger
+from trellis.plugin import Logger, global_rank
+from trellis.utils.run_lease import RunDirectory
+
+TRELLIS_PLUGIN_API = 1
+METRICS_FILE = "metrics.jsonl"
 
 
 class ${cls}(Logger):
-    """Metrics as one JSON object per line in <save_dir>/${name}/metrics.jsonl."""
+    """Metrics as one JSON object per line in <save_dir>/${name}/run_N/metrics.jsonl, one run_N per fit.
+
+    The resume contract (docs/plugins.md, "Logger"), which the conformance kit checks: a checkpoint names the
+    run and counts its rows; a resumed fit cuts the file back to those rows and appends; a fresh fit gets the
+    next run_N (or takes over a run killed before its first checkpoint), so no row is ever written twice.
+    """
 
     name = "${name}"
 
-    def __init__(self, save_dir: str | os.PathLike = ".", run_id: str = "run_0") -> None:
+    def __init__(self, save_dir: str | os.PathLike = ".", version: int | str | None = None) -> None:
         self.save_dir = os.fspath(save_dir)
-        self.run_id = run_id
-
-    @classmethod
-    def from_trainer(cls, root_dir: str) -> ${cls}:
-        return cls(save_dir=root_dir)
+        self._run = RunDirectory(self.save_dir, "${name}", version, owned=(METRICS_FILE,), prefix="run_")
+        self._rows = 0
 
     @property
-    def version(self) -> str:
-        return self.run_id
+    def version(self) -> int | str:
+        return self._run.version
 
     @property
     def log_dir(self) -> str:
-        return os.path.join(self.save_dir, "${name}", self.run_id)
-
-    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        # TODO: send to your backend (import its client inside this method, not at module level).
-        self._append("hparams.jsonl", {key: repr(value) for key, value in params.items()})
+        return self._run.path
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        # TODO: send to your backend.
-        self._append("metrics.jsonl", {"step": step, **{key: float(value) for key, value in metrics.items()}})
+        # TODO: send to your backend. This runs on the training thread: a backend that can be slow or fail
+        # should only queue here and send from a thread (the in-tree loggers share
+        # trellis.utils.background.BackgroundDelivery for that).
+        self._run.claim()
+        with open(os.path.join(self.log_dir, METRICS_FILE), "a") as file:
+            file.write(json.dumps({"step": step, **{key: float(value) for key, value in metrics.items()}}) + "\\n")
+        self._rows += 1
+
+    def finalize(self, status: str) -> None:
+        self._run.release(status)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id}
+        self._run.mark_checkpointed()
+        return {"version": self.version, "rows": self._rows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.run_id = state["run_id"]
+        """Continue the checkpoint's run without the rows written after it (the resumed fit logs them again)."""
+        self._run.continue_run(state["version"])
+        self._rows = state["rows"]
+        path = os.path.join(self.log_dir, METRICS_FILE)
+        if global_rank() == 0 and os.path.exists(path):
+            with open(path) as file:
+                kept = file.readlines()[: self._rows]
+            with open(path, "w") as file:
+                file.writelines(kept)
 
-    def _append(self, file_name: str, record: dict[str, Any]) -> None:
-        os.makedirs(self.log_dir, exist_ok=True)
-        with open(os.path.join(self.log_dir, file_name), "a") as file:
-            file.write(json.dumps(record) + "\\n")
+    def read_back(self) -> list[tuple[int, str, float]]:
+        """What the backend holds for this run, for the kit (TODO: query your backend)."""
+        path = os.path.join(self.log_dir, METRICS_FILE)
+        if not os.path.exists(path):
+            return []
+        with open(path) as file:
+            records = [json.loads(line) for line in file]
+        return [(record["step"], key, value) for record in records for key, value in record.items() if key != "step"]
 '''
 
 CHECKPOINT_IO = '''"""The ${name} checkpoint IO for Trellis: atomic writes, safe (weights-only) loads."""

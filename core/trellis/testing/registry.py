@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trellis.testing import checkpoint_io_checks
-from trellis.testing import contract_checks, precision_checks, role_checks, training_checks
+from trellis.testing import contract_checks, logger_checks, precision_checks, role_checks, training_checks
 from trellis.testing.subject import Subject
 
 
@@ -49,7 +49,7 @@ CHECKS: dict[str, list[Check]] = {
         Check("optimizer_step", precision_checks.check_optimizer_step),
         Check("ddp", precision_checks.check_ddp),
     ],
-    "logger": [*_CONTRACT, *_STATE, *_TRAIN],
+    "logger": [*_CONTRACT, *_STATE, *_TRAIN, Check("logger_resume", logger_checks.check_logger_resume)],
     "checkpoint_io": [
         *_CONTRACT,
         Check("checkpoint_round_trip", role_checks.check_checkpoint_round_trip),

@@ -10,8 +10,11 @@ when even that fails, named exactly in a warning.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import queue
+import shutil
 import threading
 import time
 from collections import deque
@@ -52,9 +55,10 @@ class BackgroundDelivery:
         self.max_pending = max_pending
         self._items: deque[Item] = deque()
         self._in_flight: list[Item] = []
+        self._sending_since: float | None = None  # when the chunk in flight was handed to `deliver`
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
-        self._wake = threading.Event()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # in C: a wake costs the training thread one call
         self._thread: threading.Thread | None = None
         self._generation = 0  # a thread whose generation is over touches nothing (see close)
         self._closing = False
@@ -65,14 +69,14 @@ class BackgroundDelivery:
         self.last_error: BaseException | None = None
 
     def put(self, item: Item) -> None:
-        """Queue an item: on the training thread an append, and starting the thread the first time."""
+        """Queue an item, starting the thread. While the thread runs, `put` is the queue's own append (one C
+        call on the training thread)."""
         self._items.append(item)
-        if self._thread is None:
-            self._start()
+        self._start()
 
     def wake(self) -> None:
         """Deliver soon, without waiting for it."""
-        self._wake.set()
+        self._wake.put_nowait(None)
 
     def __len__(self) -> int:
         """Items not delivered yet (queued or being delivered)."""
@@ -82,17 +86,20 @@ class BackgroundDelivery:
     def flush(self, timeout: float) -> bool:
         """Deliver everything put so far; wait at most `timeout` seconds, and no longer than one failed attempt.
 
-        True when all of it was delivered. A failing backend is retried now rather than at its next interval.
+        True when all of it was delivered. A failing backend is retried now rather than at its next interval;
+        one stuck in an attempt for longer than `timeout` already is not waited for again.
         """
         with self._lock:
             target = self._delivered + len(self._items) + len(self._in_flight)
             if self._delivered >= target:
                 return True
             attempts = self._attempts
-        if self._thread is None:
-            self._start()
+            stuck = self._sending_since is not None and time.monotonic() - self._sending_since > timeout
+        if stuck:
+            return False
+        self._start()
         self._retry_at = 0.0
-        self._wake.set()
+        self.wake()
         deadline = time.monotonic() + timeout
         with self._progress:
             while self._delivered < target:
@@ -103,28 +110,32 @@ class BackgroundDelivery:
         return True
 
     def close(self, timeout: float) -> None:
-        """Stop the thread after a last attempt (at most `timeout` seconds) and spill what was not delivered.
+        """Deliver what is left, retrying for at most `timeout` seconds, then stop the thread and spill the rest.
 
         A chunk still being delivered when the time is up is spilled too, and the warning says it may also have
         arrived. A later `put` starts a new thread.
         """
+        if self._items or self._in_flight:
+            self._start()
         thread = self._thread
         if thread is not None:
             self._closing = True
             self._retry_at = 0.0
-            self._wake.set()
+            self.wake()
             thread.join(timeout)
         with self._lock:
             self._generation += 1
             in_flight, left = list(self._in_flight), list(self._items)
             self._items.clear()
-            self._in_flight = []
+            self._in_flight, self._sending_since = [], None
             self._thread = None
             self._closing = False
+            self.__dict__.pop("put", None)  # back to the method that starts a thread
         error = f"{type(self.last_error).__name__}: {self.last_error}" if self.last_error else "no answer in time"
+        why = f"could not be delivered in {timeout:g} s (last error: {error})"
         if in_flight:
-            self.spill(in_flight, f"were still being delivered after {timeout:g} s and may or may not have arrived")
-        self.spill(left, f"could not be delivered (last error: {error})")
+            why += f"; the first {len(in_flight)} were still being sent and may also have arrived"
+        self.spill(in_flight + left, why)
 
     def spill(self, items: list[Item], why: str) -> None:
         """Write items to the spill file and warn exactly what they are; if that fails too, warn they are lost."""
@@ -154,17 +165,21 @@ class BackgroundDelivery:
             self._thread = threading.Thread(
                 target=self._run, args=(self._generation,), name=f"trellis-{self.backend}-delivery", daemon=True
             )
+            self.put = self._items.append  # type: ignore[method-assign]
         self._thread.start()
 
     def _run(self, generation: int) -> None:
+        """Deliver every interval (or when woken); once closing, until everything is delivered or close gives up."""
         while self._generation == generation:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            with contextlib.suppress(queue.Empty):
+                self._wake.get(timeout=self.interval)
+                while not self._wake.empty():
+                    self._wake.get_nowait()
             if time.monotonic() >= self._retry_at:
                 self._deliver_pending(generation)
             if self.failing and len(self._items) > self.max_pending:
                 self._spill_overflow(generation)
-            if self._closing:
+            if self._closing and not self._items:
                 return
 
     def _deliver_pending(self, generation: int) -> None:
@@ -174,6 +189,7 @@ class BackgroundDelivery:
                     break
                 chunk = [self._items.popleft() for _ in range(min(self.chunk_size, len(self._items)))]
                 self._in_flight = chunk
+                self._sending_since = time.monotonic()
             try:
                 self._deliver(chunk)
             except Exception as error:  # any backend failure: keep the items, in order, and retry later
@@ -182,7 +198,7 @@ class BackgroundDelivery:
             with self._progress:
                 if self._generation != generation:
                     return
-                self._in_flight = []
+                self._in_flight, self._sending_since = [], None
                 self._delivered += len(chunk)
                 self._attempts += 1
                 self._progress.notify_all()
@@ -195,7 +211,7 @@ class BackgroundDelivery:
             if self._generation != generation:
                 return
             self._items.extendleft(reversed(chunk))
-            self._in_flight = []
+            self._in_flight, self._sending_since = [], None
             self.last_error = error
             if not self.failing:
                 rank_zero_warn(
@@ -214,6 +230,26 @@ class BackgroundDelivery:
             oldest = [self._items.popleft() for _ in range(len(self._items) - self.max_pending // 2)]
             self._delivered += len(oldest)
         self.spill(oldest, f"were the oldest of more than {self.max_pending} items waiting while it failed")
+
+
+def hold_file(path: str, directory: str) -> str:
+    """A hard link to `path` (same name) in a new folder under `directory`, so that a file queued for upload (a
+    checkpoint) survives its removal (top-k) until it is sent; the path itself where links are not possible."""
+    folder = os.path.join(directory, str(time.time_ns()))
+    held = os.path.join(folder, os.path.basename(path))
+    try:
+        os.makedirs(folder)
+        os.link(path, held)
+    except OSError:
+        return os.path.abspath(path)
+    return held
+
+
+def release_file(held: str, directory: str) -> None:
+    """Remove what hold_file made, once sent (a path it could not link is left alone)."""
+    folder = os.path.dirname(held)
+    if os.path.abspath(os.path.dirname(folder)) == os.path.abspath(directory):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def describe(items: Iterable[Item]) -> str:

@@ -31,9 +31,12 @@ RUNNING, CHECKPOINTED = "running", "checkpointed"
 class RunDirectory:
     """The version directory of one logger; `owned` are the glob patterns of the files the logger writes there."""
 
-    def __init__(self, save_dir: str, name: str, version: int | str | None, owned: tuple[str, ...]) -> None:
+    def __init__(
+        self, save_dir: str, name: str, version: int | str | None, owned: tuple[str, ...], prefix: str = "version_"
+    ) -> None:
         self.save_dir = save_dir
         self.name = name
+        self.prefix = prefix
         self._version = version
         self._owned = owned
         self._lease: IO[str] | None = None
@@ -51,9 +54,9 @@ class RunDirectory:
         that two runs starting together never pick the same one.
         """
         if self._version is None:
-            numbers = _version_numbers(self.root)
+            numbers = _version_numbers(self.root, self.prefix)
             newest = max(numbers, default=None)
-            reclaim = newest is not None and _abandoned(os.path.join(self.root, f"version_{newest}"))
+            reclaim = newest is not None and _abandoned(os.path.join(self.root, f"{self.prefix}{newest}"))
             self._version = newest if reclaim else (0 if newest is None else newest + 1)
             if global_rank() == 0:
                 with self._mutex, contextlib.suppress(OSError):  # a full disk: claim() retries before writing
@@ -67,7 +70,7 @@ class RunDirectory:
     @property
     def path(self) -> str:
         version = self.version
-        return os.path.join(self.root, version if isinstance(version, str) else f"version_{version}")
+        return os.path.join(self.root, version if isinstance(version, str) else f"{self.prefix}{version}")
 
     def continue_run(self, version: int | str) -> None:
         """Resume `version`: its files belong to this run (the logger truncates them to the checkpoint)."""
@@ -134,7 +137,7 @@ class RunDirectory:
     def _move_on(self) -> None:
         """The directory is being written by another live process: never share it; take a new version."""
         taken = self.path
-        self._version = max(_version_numbers(self.root), default=-1) + 1
+        self._version = max(_version_numbers(self.root, self.prefix), default=-1) + 1
         self.resumed = False
         rank_zero_warn(
             f"{taken} is being written by another live process; this run writes {self.path} instead. Give "
@@ -162,10 +165,11 @@ class RunDirectory:
         lease.flush()
 
 
-def _version_numbers(root: str) -> list[int]:
+def _version_numbers(root: str, prefix: str) -> list[int]:
     if not os.path.isdir(root):
         return []
-    return [int(entry[8:]) for entry in os.listdir(root) if entry.startswith("version_") and entry[8:].isdigit()]
+    cut = len(prefix)
+    return [int(entry[cut:]) for entry in os.listdir(root) if entry.startswith(prefix) and entry[cut:].isdigit()]
 
 
 def _abandoned(path: str) -> bool:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
+from trellis.testing.processes import LAUNCHER_VARIABLES
+
 JOB = Path(__file__).parent / "scripts" / "ddp_resume_job.py"
 STEPS = 60  # 3 epochs of 20 batches per rank
 #: (line of rank 0 that triggers the kill, how many such lines to let pass first): mid-step, mid-write, mid-validation.
 KILLS = [("step", 4), ("saving", 1), ("validating", 2), ("step", 9), ("saving", 2)]
-LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
-                      "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TRELLIS_DDP_LAUNCHED", "TRELLIS_DDP_PARENT_PID")
 RUN_TIMEOUT = 120
 
 

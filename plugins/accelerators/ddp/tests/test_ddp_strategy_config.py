@@ -8,10 +8,9 @@ import pytest
 
 import trellis
 from trellis.errors import ConfigurationError
-from trellis.roles import Accelerator
-from trellis_ddp.environment import LocalEnvironment
-from trellis_ddp.script_launcher import ScriptLauncher
-from trellis_ddp.spawn_launcher import SpawnLauncher
+from trellis.plugin import Accelerator
+from trellis.parallel import LocalEnvironment, ScriptLauncher, SpawnLauncher
+from trellis.testing.processes import LAUNCHER_VARIABLES
 from trellis_ddp.strategy import DDPStrategy
 
 TORCHRUN = {"RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4",
@@ -20,8 +19,8 @@ TORCHRUN = {"RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE
 
 @pytest.fixture(autouse=True)
 def no_outer_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*TORCHRUN, "NODE_RANK", "TRELLIS_DDP_LAUNCHED", "SLURM_NTASKS", "SLURM_PROCID", "PMI_RANK",
-                 "OMPI_COMM_WORLD_RANK", "KUBERNETES_PORT", "LSB_JOBID"]:
+    for name in [*TORCHRUN, *LAUNCHER_VARIABLES, "SLURM_NTASKS", "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK",
+                 "KUBERNETES_PORT", "LSB_JOBID"]:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -112,7 +111,7 @@ def test_the_collective_timeout_takes_seconds_or_a_timedelta() -> None:
 
 
 def test_re_running_needs_a_script(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trellis_ddp.script_launcher import script_command
+    from trellis.parallel.script_launcher import script_command
 
     monkeypatch.setattr("sys.argv", ["-c"])
     monkeypatch.setattr("sys.modules", {**__import__("sys").modules, "__main__": type("M", (), {"__spec__": None})})

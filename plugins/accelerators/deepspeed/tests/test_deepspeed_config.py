@@ -6,17 +6,23 @@ import json
 
 import pytest
 
+import trellis
 from trellis import discovery
 from trellis.errors import ConfigurationError
+from trellis.parallel import ScriptLauncher
+from trellis.roles.strategy import TrainingSettings
+from trellis.testing.processes import LAUNCHER_VARIABLES
 from trellis_deepspeed import DeepSpeedStrategy
-from trellis_deepspeed.config import TrainerSettings, complete_config
+from trellis_deepspeed.config import complete_config
+from trellis_deepspeed.environment import DeepSpeedLauncherEnvironment
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def build(config: dict | None = None, with_optimizer: bool = True, **settings) -> dict:
-    return complete_config(config or {}, TrainerSettings(**settings), with_optimizer=with_optimizer,
-                           micro_batch_size=None)
+def build(config: dict | None = None, with_optimizer: bool = True, precision: str = "32-true", world_size: int = 1,
+          **settings) -> dict:
+    return complete_config(config or {}, TrainingSettings(**settings), precision=precision, world_size=world_size,
+                           with_optimizer=with_optimizer, micro_batch_size=None)
 
 
 @pytest.mark.parametrize(("precision", "fp16", "bf16"), [("32-true", None, None), ("16-mixed", True, None),
@@ -43,8 +49,8 @@ def test_unsupported_precision_names_the_supported_ones() -> None:
 
 
 def test_accumulation_comes_from_the_trainer_and_sizes_the_global_batch() -> None:
-    config = complete_config({}, TrainerSettings(accumulate_grad_batches=4, world_size=2), with_optimizer=True,
-                             micro_batch_size=8)
+    config = complete_config({}, TrainingSettings(accumulate_grad_batches=4), precision="32-true", world_size=2,
+                             with_optimizer=True, micro_batch_size=8)
     assert config["gradient_accumulation_steps"] == 4
     assert config["train_batch_size"] == 8 * 4 * 2
 
@@ -119,3 +125,48 @@ def test_strategy_names_resolve_to_presets(name: str, stage: int, offload: set[s
     zero = strategy.config["zero_optimization"]
     assert zero["stage"] == stage
     assert {key for key in zero if key.startswith("offload")} == offload
+
+
+@pytest.fixture
+def no_launcher(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("name", ["deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3",
+                                  "deepspeed_stage_2_offload", "deepspeed_stage_3_offload"])
+def test_every_alias_started_by_plain_python_launches_its_processes_as_ddp_does(
+    name: str, no_launcher: pytest.MonkeyPatch
+) -> None:
+    strategy = trellis.Trainer(accelerator="cpu", strategy=name, devices=2, logger=False).strategy
+    assert isinstance(strategy.launcher, ScriptLauncher)
+    assert (strategy.world_size, strategy.global_rank) == (2, 0)
+
+
+def test_under_torchrun_it_attaches_to_the_launched_processes(no_launcher: pytest.MonkeyPatch) -> None:
+    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "job"}.items():
+        no_launcher.setenv(name, value)
+    strategy = trellis.Trainer(accelerator="cpu", strategy="deepspeed_stage_3", devices=2, logger=False).strategy
+    assert strategy.cluster_environment.name == "torchelastic" and strategy.launcher is None
+    assert (strategy.global_rank, strategy.local_rank, strategy.world_size) == (1, 1, 2)
+
+
+def test_under_deepspeeds_launcher_it_attaches_and_checks_the_process_count(no_launcher: pytest.MonkeyPatch) -> None:
+    for name, value in {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_SIZE": "2", "CROSS_RANK": "1",
+                        "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}.items():
+        no_launcher.setenv(name, value)
+    strategy = trellis.Trainer(accelerator="cpu", strategy="deepspeed", devices=2, num_nodes=2, logger=False).strategy
+    assert isinstance(strategy.cluster_environment, DeepSpeedLauncherEnvironment) and strategy.launcher is None
+    assert (strategy.global_rank, strategy.local_rank, strategy.node_rank, strategy.world_size) == (3, 1, 1, 4)
+    with pytest.raises(ConfigurationError, match="started 2 processes per node, 4 in all, but the Trainer has "
+                                                 "devices=1 and num_nodes=2: pass devices=2 and num_nodes=2"):
+        trellis.Trainer(accelerator="cpu", strategy="deepspeed", devices=1, num_nodes=2, logger=False)
+
+
+def test_engine_config_comes_from_the_training_settings_the_kernel_passes() -> None:
+    strategy = DeepSpeedStrategy(stage=2)
+    strategy.training_settings = TrainingSettings(accumulate_grad_batches=3, gradient_clip_val=0.25)
+    config = strategy._engine_config(with_optimizer=True)
+    assert (config["gradient_accumulation_steps"], config["gradient_clipping"]) == (3, 0.25)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from trellis.errors import CheckpointError
-from trellis.roles.checkpoint_io import PathLike
+from trellis.plugin import PathLike
 
 TAG = "checkpoint"
 #: prefix the step runner adds to every parameter name inside the engine.
@@ -67,11 +67,11 @@ def convert_to_fp32_checkpoint(checkpoint_dir: PathLike, output_file: PathLike) 
     The file loads without DeepSpeed: `MyModule.load_from_checkpoint(output_file)` or `torch.load`. Its
     hyperparameters, epoch and global step come from the run that wrote the directory.
     """
-    from trellis.checkpointing import FORMAT_VERSION
+    from trellis.plugin import CHECKPOINT_FORMAT_VERSION
 
     state = _client_state_of(checkpoint_dir)
     checkpoint = {
-        "format_version": state.get("format_version", FORMAT_VERSION),
+        "format_version": state.get("format_version", CHECKPOINT_FORMAT_VERSION),
         "trellis_version": state.get("trellis_version", ""),
         "epoch": state.get("epoch", 0),
         "global_step": state.get("global_step", 0),

@@ -10,10 +10,10 @@ import copy
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from trellis.errors import ConfigurationError
+from trellis.roles.strategy import TrainingSettings
 
 ConfigSource = Mapping[str, Any] | str | os.PathLike | None
 
@@ -21,17 +21,6 @@ ConfigSource = Mapping[str, Any] | str | os.PathLike | None
 PRECISION_SECTIONS: dict[str, str | None] = {"32-true": None, "16-mixed": "fp16", "bf16-mixed": "bf16"}
 #: micro batch size DeepSpeed is initialised with until the training dataloader says the real one.
 PLACEHOLDER_MICRO_BATCH_SIZE = 1
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    """The Trainer flags that have a DeepSpeed config key."""
-
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
-    gradient_clip_algorithm: str = "norm"
-    world_size: int = 1
 
 
 def read_config(source: ConfigSource) -> dict[str, Any]:
@@ -71,7 +60,13 @@ def merge_zero_options(config: dict[str, Any], options: Mapping[str, Any]) -> di
 
 
 def complete_config(
-    config: dict[str, Any], settings: TrainerSettings, *, with_optimizer: bool, micro_batch_size: int | None
+    config: dict[str, Any],
+    settings: TrainingSettings,
+    *,
+    precision: str,
+    world_size: int,
+    with_optimizer: bool,
+    micro_batch_size: int | None,
 ) -> dict[str, Any]:
     """The config DeepSpeed is initialised with: the user's plus the Trainer's flags, checked for conflicts.
 
@@ -79,10 +74,10 @@ def complete_config(
     a placeholder is used and replaced once the dataloader is seen (see DeepSpeedStrategy.process_dataloader).
     """
     config = copy.deepcopy(config)
-    _set_precision(config, settings.precision)
+    _set_precision(config, precision)
     _set_accumulation(config, settings.accumulate_grad_batches)
     _set_clipping(config, settings.gradient_clip_val, settings.gradient_clip_algorithm)
-    _set_batch_sizes(config, settings, micro_batch_size)
+    _set_batch_sizes(config, settings.accumulate_grad_batches, world_size, micro_batch_size)
     config.setdefault("zero_allow_untested_optimizer", True)
     if not with_optimizer:
         config.pop("optimizer", None)
@@ -163,8 +158,7 @@ def _set_clipping(config: dict[str, Any], value: float | None, algorithm: str) -
         config["gradient_clipping"] = 0.0  # DeepSpeed's own default clips at 1.0; the Trainer's is no clipping
 
 
-def _set_batch_sizes(config: dict[str, Any], settings: TrainerSettings, micro_batch_size: int | None) -> None:
-    accumulate, world_size = settings.accumulate_grad_batches, settings.world_size
+def _set_batch_sizes(config: dict[str, Any], accumulate: int, world_size: int, micro_batch_size: int | None) -> None:
     micro = _given(config, "train_micro_batch_size_per_gpu")
     total = _given(config, "train_batch_size")
     if micro is None and total is not None:

@@ -3,38 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trellis.errors import CheckpointError, ConfigurationError
-from trellis.roles.strategy import StepRunner
-from trellis.roles import Strategy
-from trellis.utils.collections import apply_to_tensors
+from trellis.parallel import DEFAULT_TIMEOUT, ParallelStrategy
+from trellis.plugin import ClusterEnvironment, OptimizerSetup, StepRunner, apply_to_tensors
+from trellis.roles.strategy import TrainingSettings
 from trellis_deepspeed import checkpoint as ds_checkpoint
 from trellis_deepspeed import config as ds_config
-from trellis_deepspeed import process_group
+from trellis_deepspeed.environment import DeepSpeedLauncherEnvironment
 
 if TYPE_CHECKING:
-    from trellis.optim import OptimizerSetup
-    from trellis.roles.checkpoint_io import PathLike
+    from trellis.plugin import PathLike
 
-T = TypeVar("T")
 _HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-
-class DeepSpeedStrategy(Strategy):
+class DeepSpeedStrategy(ParallelStrategy):
     """Data parallel training with ZeRO (stages 1, 2, 3) and CPU offload through DeepSpeed.
 
     The config comes from `config` (a dict or a JSON file path) and the keyword arguments; the Trainer's
     precision, accumulate_grad_batches and gradient_clip_val are written into it, and the micro batch
-    size is read from the training dataloader unless the config fixes it. Processes are launched by
-    torchrun (or DeepSpeed's launcher); alone, the strategy forms a world of one itself.
+    size is read from the training dataloader unless the config fixes it. Processes come as DDP's do:
+    from a cluster launcher (torchrun, srun, DeepSpeed's own `deepspeed`) or from re-running the script.
     """
 
     name = "deepspeed"
@@ -48,9 +46,12 @@ class DeepSpeedStrategy(Strategy):
         offload_parameters: bool = False,
         micro_batch_size: int | None = None,
         logging_level: int = logging.WARNING,
+        timeout: float | datetime.timedelta = DEFAULT_TIMEOUT,
+        cluster_environment: ClusterEnvironment | None = None,
         **zero_options: Any,
     ) -> None:
-        super().__init__()
+        """`zero_options`: any other key of the config's zero_optimization section."""
+        super().__init__(timeout=timeout, cluster_environment=cluster_environment)
         user_config = ds_config.read_config(config)
         options: dict[str, Any] = {"stage": stage, **zero_options}
         if offload_optimizer:
@@ -81,33 +82,20 @@ class DeepSpeedStrategy(Strategy):
         ds_config.check_precision(precision.name or "32-true")
         super().connect(accelerator, precision, checkpoint_io, devices, num_nodes)
 
+    def choose_environment(self) -> ClusterEnvironment:
+        """DeepSpeed's own launcher is recognised here; every other launcher as for any process-group strategy."""
+        return DeepSpeedLauncherEnvironment() if DeepSpeedLauncherEnvironment.detect() else super().choose_environment()
+
     def setup_environment(self) -> None:
-        expected = len(self.devices) * self.num_nodes
-        process_group.check_world_size(expected)
-        process_group.prepare_single_process_environment()
+        """Join the process group, then hand it to DeepSpeed's comm layer (which reads this process's ranks
+        from the environment variables a launcher sets)."""
+        import deepspeed
+
         _quiet_deepspeed(self.logging_level)
-        process_group.join(self.accelerator.process_group_backend)
+        os.environ.update({"RANK": str(self.global_rank), "LOCAL_RANK": str(self.local_rank),
+                           "WORLD_SIZE": str(self.world_size)})
         super().setup_environment()
-
-    @property
-    def global_rank(self) -> int:
-        return _distributed("get_rank", process_group.env_int("RANK", 0))
-
-    @property
-    def local_rank(self) -> int:
-        return process_group.env_int("LOCAL_RANK", 0)
-
-    @property
-    def node_rank(self) -> int:
-        return process_group.env_int("GROUP_RANK", process_group.env_int("NODE_RANK", 0))
-
-    @property
-    def world_size(self) -> int:
-        return _distributed("get_world_size", process_group.env_int("WORLD_SIZE", 1))
-
-    @property
-    def distributed_sampler_kwargs(self) -> dict[str, int]:
-        return {"num_replicas": self.world_size, "rank": self.global_rank}
+        deepspeed.init_distributed(dist_backend=self.accelerator.process_group_backend, dist_init_required=False)
 
     # -- model and optimizers -----------------------------------------------------------------
     def model_init_context(self) -> contextlib.AbstractContextManager:
@@ -116,20 +104,19 @@ class DeepSpeedStrategy(Strategy):
             return contextlib.nullcontext()
         import deepspeed
 
-        settings = ds_config.TrainerSettings(precision=self._precision_name, world_size=self.world_size)
-        config = ds_config.complete_config(self.config, settings, with_optimizer=False, micro_batch_size=None)
+        config = self._engine_config(with_optimizer=False)
         return deepspeed.zero.Init(config_dict_or_path=config)
 
-    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None, *,
+              settings: TrainingSettings = TrainingSettings()) -> OptimizerSetup | None:
         """Build the engine over the module and the user's optimizer (or the config's own optimizer).
 
         The user's learning-rate schedulers stay with the Trainer, which steps them by their interval;
         a scheduler from the config's "scheduler" section is stepped by the engine at each optimizer step.
         """
-        from trellis.optim import OptimizerSetup
-
         if build_optimizers is None and self.engine is not None and self.module is module:
             return None  # evaluating after fit: the trained engine is reused
+        self.training_settings = settings
         self.module = module
         setup = build_optimizers() if build_optimizers is not None else None
         optimizer = _single_optimizer(setup) if setup is not None else None
@@ -143,9 +130,7 @@ class DeepSpeedStrategy(Strategy):
             raise ConfigurationError(
                 "both configure_optimizers and the DeepSpeed config's 'optimizer' section give an optimizer: keep one"
             )
-        config = ds_config.complete_config(
-            self.config, self._trainer_settings(module), with_optimizer=training, micro_batch_size=None
-        )
+        config = self._engine_config(with_optimizer=training)
         if optimizer is not None:
             _check_offloaded_optimizer(optimizer, config)
         self._clip_value = config.get("gradient_clipping")
@@ -156,14 +141,10 @@ class DeepSpeedStrategy(Strategy):
         basic = optimizer if optimizer is not None else getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
         return OptimizerSetup([basic], setup.schedulers)
 
-    def _trainer_settings(self, module: torch.nn.Module) -> ds_config.TrainerSettings:
-        trainer = getattr(module, "_trainer", None)
-        return ds_config.TrainerSettings(
-            precision=self._precision_name,
-            accumulate_grad_batches=getattr(trainer, "accumulate_grad_batches", 1),
-            gradient_clip_val=getattr(trainer, "gradient_clip_val", None),
-            gradient_clip_algorithm=getattr(trainer, "gradient_clip_algorithm", "norm"),
-            world_size=self.world_size,
+    def _engine_config(self, with_optimizer: bool) -> dict[str, Any]:
+        return ds_config.complete_config(
+            self.config, self.training_settings, precision=self._precision_name, world_size=self.world_size,
+            with_optimizer=with_optimizer, micro_batch_size=None,
         )
 
     @property
@@ -208,45 +189,13 @@ class DeepSpeedStrategy(Strategy):
             return batch
         return apply_to_tensors(batch, lambda tensor: tensor.to(dtype) if tensor.is_floating_point() else tensor)
 
-    def process_dataloader(self, dataloader: Iterable) -> Iterable:
+    def process_dataloader(self, dataloader: Iterable, training: bool = False) -> Iterable:
         """The training dataloader's batch size becomes DeepSpeed's micro batch size (for its sample counts)."""
-        trainer = getattr(self.module, "_trainer", None)
         batch_size = getattr(dataloader, "batch_size", None) or getattr(
             getattr(dataloader, "batch_sampler", None), "batch_size", None)
-        if (self._micro_batch_from_loader and self.engine is not None and batch_size
-                and trainer is not None and dataloader is trainer.train_loader):
+        if training and self._micro_batch_from_loader and self.engine is not None and batch_size:
             self.engine.set_train_micro_batch_size(batch_size)
-        return super().process_dataloader(dataloader)
-
-    # -- collectives --------------------------------------------------------------------------
-    def reduce(self, value: Any, op: str = "mean") -> Any:
-        if self.world_size == 1 or not isinstance(value, torch.Tensor):
-            return value
-        ops = {"mean": torch.distributed.ReduceOp.SUM, "sum": torch.distributed.ReduceOp.SUM,
-               "max": torch.distributed.ReduceOp.MAX, "min": torch.distributed.ReduceOp.MIN}
-        if op not in ops:
-            raise ConfigurationError(f"reduce op {op!r} is unknown: use one of {sorted(ops)}")
-        reduced = value.detach().clone()
-        torch.distributed.all_reduce(reduced, op=ops[op])
-        return reduced / self.world_size if op == "mean" else reduced
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return tensor
-        gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        torch.distributed.all_gather(gathered, tensor.contiguous())
-        return torch.stack(gathered)
-
-    def broadcast(self, obj: T, src: int = 0) -> T:
-        if self.world_size == 1:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=src)
-        return box[0]
-
-    def barrier(self, name: str | None = None) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
+        return super().process_dataloader(dataloader, training)
 
     # -- checkpoints --------------------------------------------------------------------------
     def module_state_dict(self) -> dict[str, Any]:
@@ -366,12 +315,6 @@ def _single_optimizer(setup: OptimizerSetup) -> torch.optim.Optimizer | None:
             "return one (use parameter groups for different settings)"
         )
     return setup.optimizers[0] if setup.optimizers else None
-
-
-def _distributed(function: str, default: int) -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return getattr(torch.distributed, function)()
-    return default
 
 
 def _replace_directory(source: str, target: str) -> None:

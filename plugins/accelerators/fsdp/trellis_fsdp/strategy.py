@@ -1,4 +1,4 @@
-"""strategy="fsdp": torch's fully_shard (FSDP2) over the ranks that DDP's launchers and cluster environments give."""
+"""strategy="fsdp": torch's fully_shard (FSDP2) over the ranks the kernel's launchers and cluster environments give."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.roles.strategy import StepRunner
-from trellis_ddp.strategy import DDPStrategy
+from trellis.parallel import ParallelStrategy
+from trellis.plugin import StepRunner
+from trellis.roles.strategy import TrainingSettings
 
 if TYPE_CHECKING:
-    from trellis.optim import OptimizerSetup
-    from trellis.roles.checkpoint_io import PathLike
+    from trellis.plugin import OptimizerSetup, PathLike
 
 
-class FSDPStrategy(DDPStrategy):
+class FSDPStrategy(ParallelStrategy):
     """Shards each module of the `shard_modules` types, then the whole model, before optimizers are built.
 
     Every step method runs through the sharded root, so parameters are gathered for it and freed after.
@@ -36,6 +36,7 @@ class FSDPStrategy(DDPStrategy):
         reshard_after_forward: bool = True,
         **options: Any,
     ) -> None:
+        """`options`: what every process-group strategy takes (`timeout`, `cluster_environment`)."""
         super().__init__(**options)
         self.shard_modules = tuple(shard_modules)
         self.activation_checkpointing = tuple(activation_checkpointing)
@@ -44,9 +45,11 @@ class FSDPStrategy(DDPStrategy):
         #: the optimizers built over the sharded parameters (templates for loading sharded checkpoints).
         self.optimizers: list[torch.optim.Optimizer] = []
 
-    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None) -> OptimizerSetup | None:
+    def setup(self, module: torch.nn.Module, build_optimizers: Callable[[], OptimizerSetup] | None, *,
+              settings: TrainingSettings = TrainingSettings()) -> OptimizerSetup | None:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+        self.training_settings = settings
         if isinstance(self.model, StepRunner) and self.model.module is module:  # sharded by an earlier stage
             return self._build_optimizers(build_optimizers)
         meta_names, meta_modules = _created_on_meta(module)
@@ -145,7 +148,7 @@ class FSDPStrategy(DDPStrategy):
 
     def teardown(self) -> None:
         """The module stays sharded (its parameters are DTensors) until the process ends."""
-        super(DDPStrategy, self).teardown()
+        super().teardown()
 
 
 @contextlib.contextmanager

@@ -176,3 +176,17 @@ def test_the_asynchronous_writer_passes_the_kits_kill_check():
 
     kill_check = next(check for check in checks_for("checkpoint_io") if check.id == "kill_mid_save")
     run_check(kill_check, Subject(Target.parse("checkpoint_io:torch_async")))
+
+
+def test_a_write_of_this_process_is_safe_even_where_locks_do_not_separate_threads(tmp_path, monkeypatch):
+    from trellis_torch import temporaries
+
+    file, path = temporaries.create(str(tmp_path / "model.ckpt"))
+    file.write(b"half a checkpoint")
+    file.flush()
+    # network filesystems that emulate flock with POSIX locks grant a second lock inside the same process
+    monkeypatch.setattr(temporaries, "_lock", lambda descriptor, wait: True)
+    assert temporaries.remove_stale(str(tmp_path)) == [] and os.path.exists(path)
+    file.close()
+    temporaries.finished(path)
+    assert temporaries.remove_stale(str(tmp_path)) == [path]

@@ -62,6 +62,8 @@ class LocalStorage:
             if isinstance(error, OSError):  # after the unlink: the free space it reports includes what was freed
                 raise write_failed(self.path, error) from error
             raise
+        finally:
+            temporaries.finished(temporary)
         fsync_directory(directory)
 
     def remove_stale_temporaries(self) -> list[str]:

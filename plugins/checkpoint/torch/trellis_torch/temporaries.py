@@ -7,10 +7,12 @@ nothing else:
 - only names of that pattern (and of the pattern earlier trellis-torch versions used, for checkpoint names
   ending in .ckpt, .pt or .pth), only in the directory it is given, never recursively;
 - never a file a live writer still holds: writers keep an exclusive `flock` on their temporary file until
-  it is renamed, the kernel releases it when a writer dies. An unlocked file that is still empty may be a
-  writer of another process between creating and locking it: it is stale only if it is older than this
-  process's trellis_torch, or than a grace period. Where the filesystem has no locks (some network
-  filesystems), a temporary counts as stale once it has not changed for 10 minutes.
+  it is renamed, the kernel releases it when a writer dies. This process's own writes in progress are also
+  known by name, since on some network filesystems locks do not tell threads of one process apart. An
+  unlocked file that is still empty may be a writer of another process between creating and locking it: it
+  is stale only if it is older than this process's trellis_torch, or than a grace period. Where the
+  filesystem has no locks (some network filesystems), a temporary counts as stale once it has not changed
+  for 10 minutes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _IMPORTED_AT = time.time()
 #: seconds without change after which a temporary is stale where the filesystem cannot lock.
 UNLOCKABLE_STALE_S = 600.0
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+#: temporaries this process is writing now.
+_WRITING: set[str] = set()
 
 
 def create(target: str) -> tuple[IO[bytes], str]:
@@ -52,9 +56,15 @@ def create(target: str) -> tuple[IO[bytes], str]:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
             continue
+        _WRITING.add(os.path.abspath(path))
         file = os.fdopen(descriptor, "wb")
         _lock(descriptor, wait=True)  # waits only while a cleaner inspects the new file
         return file, path
+
+
+def finished(path: str) -> None:
+    """The write into the temporary `path` is over (renamed or abandoned)."""
+    _WRITING.discard(os.path.abspath(path))
 
 
 def remove_stale(directory: str) -> list[str]:
@@ -68,7 +78,7 @@ def remove_stale(directory: str) -> list[str]:
         if not (TEMPORARY.fullmatch(entry) or LEGACY_TEMPORARY.fullmatch(entry)):
             continue
         path = os.path.join(directory, entry)
-        if _stale(path):
+        if os.path.abspath(path) not in _WRITING and _stale(path):
             try:
                 os.unlink(path)
             except FileNotFoundError:  # another process cleaned it first

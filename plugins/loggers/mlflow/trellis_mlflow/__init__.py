@@ -1,4 +1,4 @@
-"""MLflow logger: params, batched metrics, checkpoint (and model) artifacts, sent from a background thread."""
+"""MLflow logger: params, batched metrics, checkpoint (and model) artifacts, all sent from a background thread."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from trellis.roles import Logger
-from trellis.utils.hparams import flatten_hparams
-from trellis.utils.pending import Item, PendingItems
-from trellis.utils.rank_zero import rank_zero_warn
+from trellis.plugin import Logger, flatten_hparams, rank_zero_warn
+from trellis.utils.background import BackgroundDelivery, Item, hold_file, release_file
 
 TRELLIS_PLUGIN_API = 1
 
@@ -24,6 +23,10 @@ if TYPE_CHECKING:
 RUN_STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 CHECKPOINT_ARTIFACT_PATH = "checkpoints"
 MODEL_ARTIFACT_PATH = "model"
+#: Tag naming the run independently of the server, so a checkpoint taken before the run existed still finds it.
+RUN_KEY_TAG = "trellis.run_key"
+#: where checkpoints wait (hard links) for their upload, so that top-k may remove them meanwhile
+HELD_FILES = "mlflow_held_checkpoints"
 _METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 _PARAMS_PER_BATCH = 100
 _PARAM_VALUE_LIMIT = 6000
@@ -31,10 +34,19 @@ _INVALID_KEY_CHARACTERS = re.compile(r"[^\w\-./ ]")
 
 
 class MLflowLogger(Logger):
-    """One MLflow run per training; its run id travels in checkpoints so a resumed fit continues it.
+    """One MLflow run per training; its identity travels in checkpoints so a resumed fit continues it.
 
-    Nothing here blocks the training loop on the server: log calls queue items that a background thread
-    delivers every `flush_interval` seconds, retrying while the server is down.
+    Training never waits for the server: log calls queue items, and a background thread creates the run and
+    delivers them every `flush_interval` seconds, retrying every `retry_interval` seconds while the server is
+    down. Checkpoints wait for delivery only while the server answers (at most `checkpoint_timeout` seconds);
+    the run is named by a key chosen here (the `trellis.run_key` tag) until the server has given it an id. At the end, `finalize` waits at most `finalize_timeout` seconds;
+    what is still undelivered then is saved in `<save_dir>/mlflow_undelivered_<run>.jsonl` and named.
+
+    Without a tracking URI (argument or MLFLOW_TRACKING_URI) runs go to MLflow's default store, as
+    `mlflow.get_tracking_uri()` resolves it (a sqlite file, `mlflow.db`, in the working directory).
+
+    Resume: MLflow cannot delete metric points, so a resumed run skips the (metric, step) points that the run
+    already received after the checkpoint: each step is in the run's history once.
     """
 
     name = "mlflow"
@@ -51,6 +63,8 @@ class MLflowLogger(Logger):
         log_model: bool = False,
         save_dir: str | os.PathLike = ".",
         flush_interval: float = 1.0,
+        retry_interval: float = 5.0,
+        checkpoint_timeout: float = 5.0,
         finalize_timeout: float = 30.0,
     ) -> None:
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -61,142 +75,196 @@ class MLflowLogger(Logger):
         self.log_checkpoints = log_checkpoints
         self.log_model = log_model
         self.save_dir = os.fspath(save_dir)
-        self.flush_interval = flush_interval
+        self.checkpoint_timeout = checkpoint_timeout
         self.finalize_timeout = finalize_timeout
+        self.run_key = uuid.uuid4().hex
         self._run_id = run_id or os.environ.get("MLFLOW_RUN_ID")
         self._resuming = self._run_id is not None
+        self._run_ready = threading.Event()
         self._client: MlflowClient | None = None
-        self._run_lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        self._resolved_uri: str | None = None
+        self._step: int | None = None  # the last step logged, and the rows logged at it (for the resume position)
+        self._step_rows: list[Mapping[str, float]] = []
+        self._resume_position: tuple[int, list[str]] | None = None
+        self._skip: set[tuple[str, int]] = set()
         where = self.tracking_uri or "the default tracking URI"
-        self._pending = PendingItems(f"MLflow ({where})", self._deliver)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._sender: threading.Thread | None = None
+        self._delivery = BackgroundDelivery(
+            f"MLflow ({where})", self._deliver, self._spill_path, interval=flush_interval, retry_interval=retry_interval
+        )
 
     @property
     def experiment(self) -> MlflowClient:
         """The MlflowClient of this logger (use it with `logger.run_id`)."""
-        if self._client is None:
-            from mlflow import MlflowClient
+        with self._client_lock:
+            if self._client is None:
+                import mlflow
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
-
-    @property
-    def run_id(self) -> str:
-        """The MLflow run, created on first use (this asks the server)."""
-        with self._run_lock:
-            if self._run_id is None:
-                self._run_id = self._create_run()
-            elif self._resuming:
-                self.experiment.update_run(self._run_id, status="RUNNING")
-            self._resuming = False
-            return self._run_id
+                self._resolved_uri = self.tracking_uri or mlflow.get_tracking_uri()
+                self._client = mlflow.MlflowClient(tracking_uri=self._resolved_uri)
+            return self._client
 
     @property
-    def version(self) -> str:
+    def run_id(self) -> str | None:
+        """The MLflow run id; waits (at most finalize_timeout seconds) for the background thread to create it."""
+        if self._run_id is None:
+            self._delivery.wake()
+            self._run_ready.wait(self.finalize_timeout)
+        return self._run_id
+
+    @property
+    def version(self) -> str | None:
         return self.run_id
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         flat = flatten_hparams(params)
-        self._enqueue({"params": {_key(name): str(value)[:_PARAM_VALUE_LIMIT] for name, value in flat.items()}})
+        self._delivery.put({"kind": "params", "params": {name: str(value) for name, value in flat.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        timestamp = int(time.time() * 1000)
-        self._enqueue({"step": step, "time": timestamp, "metrics": {_key(name): float(v) for name, v in metrics.items()}})
+        self._delivery.put({"step": step, "time": time.time(), "metrics": dict(metrics)})
+        if step == self._step:
+            self._step_rows.append(metrics)
+        else:
+            self._step, self._step_rows = step, [metrics]
 
     def log_checkpoint(self, path: str) -> None:
         if self.log_checkpoints:
-            self._enqueue({"artifact": os.path.abspath(path), "artifact_path": CHECKPOINT_ARTIFACT_PATH})
+            held = hold_file(path, os.path.join(self.save_dir, HELD_FILES))
+            self._delivery.put({"kind": "artifact", "path": held, "artifact_path": CHECKPOINT_ARTIFACT_PATH})
 
     def on_fit_end(self, trainer: Any, pl_module: torch.nn.Module) -> None:
         """With log_model=True: the trained weights as the run's `model/model.pt` artifact (rank zero)."""
         if self.log_model and trainer.is_global_zero:
-            directory = os.path.join(self.save_dir, f"mlflow_model_{self._run_id or 'run'}")
+            directory = os.path.join(self.save_dir, f"mlflow_model_{self._run_id or self.run_key}")
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, "model.pt")
             torch.save(trainer.strategy.module_state_dict(), path)
-            self._enqueue({"artifact": path, "artifact_path": MODEL_ARTIFACT_PATH})
+            self._delivery.put({"kind": "artifact", "path": path, "artifact_path": MODEL_ARTIFACT_PATH})
 
     def save(self) -> None:
-        """Ask the sender to deliver now; never waits for the server."""
-        self._wake.set()
+        """Ask the background thread to deliver now; never waits for the server."""
+        self._delivery.wake()
 
     def finalize(self, status: str) -> None:
-        """Deliver what is queued (up to finalize_timeout seconds), then close the run with its status."""
-        if self._sender is not None:
-            self._stop.set()
-            self._wake.set()
-            self._sender.join(self.finalize_timeout)
-            self._sender = None
-        if len(self._pending):
-            run = self._run_id or "unstarted"
-            self._pending.spill(os.path.join(self.save_dir, f"mlflow_undelivered_{run}.jsonl"))
-            return
-        if self._run_id is not None:
-            try:
-                self.experiment.set_terminated(self._run_id, status=RUN_STATUS.get(status, "FINISHED"))
-            except Exception as error:  # the server went away at the very end: the run stays RUNNING
-                rank_zero_warn(f"MLflow run {self._run_id} could not be marked {status}: {error}")
+        """Close the run with its status after everything queued; waits at most finalize_timeout seconds."""
+        self._delivery.put({"kind": "status", "status": RUN_STATUS.get(status, "FINISHED")})
+        self._delivery.close(self.finalize_timeout)
 
     def state_dict(self) -> dict[str, Any]:
-        """The run id; if the sender has not created the run yet, it is created here."""
-        if self._run_id is None:
-            try:
-                self.run_id
-            except Exception as error:  # server down since the start: this checkpoint cannot name the run
-                rank_zero_warn(f"MLflow: no run yet ({error}); a training resumed from this checkpoint starts a new run")
-        return {"run_id": self._run_id, "experiment_name": self.experiment_name, "tracking_uri": self.tracking_uri}
+        """The run's identity (its id, or the key it will be found by) and the position of the checkpoint.
+
+        What is queued is delivered first while the server answers (at most checkpoint_timeout seconds); while
+        it does not, the checkpoint does not wait: a crash then loses the rows still queued, a normal end saves
+        them to the undelivered file.
+        """
+        if self._run_id is not None and not self._delivery.failing:
+            self._delivery.flush(self.checkpoint_timeout)
+        keys = sorted({_key(name) for row in self._step_rows for name in row})
+        return {
+            "run_id": self._run_id, "run_key": self.run_key, "experiment_name": self.experiment_name,
+            "tracking_uri": self._resolved_uri or self.tracking_uri, "step": self._step, "keys_at_step": keys,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("run_id") and state.get("tracking_uri") == self.tracking_uri:
-            self._run_id, self._resuming = state["run_id"], True
+        """Continue the checkpoint's run, in the store it lives in (unless a different one was chosen)."""
+        uri = state.get("tracking_uri")
+        if self.tracking_uri is not None and uri != self.tracking_uri:
+            return
+        if not (state.get("run_id") or state.get("run_key")):
+            return
+        self.tracking_uri = self.tracking_uri or uri
+        self._run_id = state.get("run_id")
+        self.run_key = state.get("run_key") or self.run_key
+        self._resuming = True
+        if state.get("step") is not None:
+            self._resume_position = (state["step"], list(state.get("keys_at_step", [])))
+            self._step, self._step_rows = state["step"], [dict.fromkeys(self._resume_position[1], 0.0)]
 
-    # -- delivery (background thread) ---------------------------------------------------------
-    def _enqueue(self, item: Item) -> None:
-        self._pending.add(item)
-        if self._sender is None:
-            self._stop.clear()
-            self._sender = threading.Thread(target=self._send_loop, name="trellis-mlflow-sender", daemon=True)
-            self._sender.start()
+    def read_back(self) -> list[tuple[int, str, float]]:
+        """(step, key, value) of every metric point the server holds for this run."""
+        client, run_id = self.experiment, self.run_id
+        if run_id is None:
+            return []
+        return [(point.step, key, point.value) for key in client.get_run(run_id).data.metrics
+                for point in client.get_metric_history(run_id, key)]
 
-    def _send_loop(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            delivered = self._pending.flush()
-            if self._stop.is_set() and (delivered or not len(self._pending)):
-                return
-            if self._stop.is_set():
-                time.sleep(min(self.flush_interval, 0.5))
-
+    # -- the delivery thread ----------------------------------------------------------------------
     def _deliver(self, items: list[Item]) -> None:
-        """Send items in MLflow batches; repeating a chunk is harmless (MLflow drops duplicate metric rows)."""
+        """Send items in MLflow batches; repeating a chunk is harmless (MLflow keeps one of identical points)."""
         from mlflow.entities import Metric, Param
 
-        run_id = self.run_id
         client = self.experiment
-        params = [Param(name, value) for item in items if "params" in item for name, value in item["params"].items()]
+        run_id = self._ensure_run(client)
+        params = [Param(_key(name), value[:_PARAM_VALUE_LIMIT])
+                  for item in items if item.get("kind") == "params" for name, value in item["params"].items()]
         metrics = [
-            Metric(name, value, item["time"], item["step"])
-            for item in items if "metrics" in item for name, value in item["metrics"].items()
+            Metric(key, float(value), int(item["time"] * 1000), item["step"])
+            for item in items if "metrics" in item
+            for key, value in ((_key(name), value) for name, value in item["metrics"].items())
+            if (key, item["step"]) not in self._skip
         ]
         for start in range(0, len(params), _PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[start:start + _PARAMS_PER_BATCH])
         for start in range(0, len(metrics), _METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=metrics[start:start + _METRICS_PER_BATCH])
         for item in items:
-            if "artifact" in item and os.path.exists(item["artifact"]):  # a checkpoint since removed is skipped
-                client.log_artifact(run_id, item["artifact"], item["artifact_path"])
+            if item.get("kind") == "artifact" and os.path.exists(item["path"]):
+                client.log_artifact(run_id, item["path"], item["artifact_path"])
+                release_file(item["path"], os.path.join(self.save_dir, HELD_FILES))
+            elif item.get("kind") == "status":
+                client.set_terminated(run_id, status=item["status"])
 
-    def _create_run(self) -> str:
-        client = self.experiment
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        experiment_id = (
-            experiment.experiment_id if experiment is not None
-            else client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
-        )
-        return client.create_run(experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
+    def _ensure_run(self, client: MlflowClient) -> str:
+        """The run: the checkpoint's, the one tagged with our key, or a new one; a resumed one is RUNNING again."""
+        if self._run_id is not None and self._resuming and not _run_exists(client, self._run_id):
+            rank_zero_warn(f"MLflow: the checkpoint's run {self._run_id} is not in {self._resolved_uri}; the resumed "
+                           "training is logged to a new run there")
+            self._run_id, self._resume_position = None, None
+        if self._run_id is None:
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            experiment_id = (
+                experiment.experiment_id if experiment is not None
+                else client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
+            )
+            tagged = client.search_runs(
+                [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{self.run_key}'", max_results=1
+            )
+            run = tagged[0] if tagged else client.create_run(
+                experiment_id, run_name=self.run_name, tags={**self.tags, RUN_KEY_TAG: self.run_key}
+            )
+            self._run_id = run.info.run_id
+        self._run_ready.set()
+        if self._resuming:
+            client.update_run(self._run_id, status="RUNNING")
+            self._skip = self._points_after_checkpoint(client)
+            self._resuming = False
+        return self._run_id
+
+    def _points_after_checkpoint(self, client: MlflowClient) -> set[tuple[str, int]]:
+        """(key, step) points the interrupted run sent after the checkpoint: the resumed run does not send them."""
+        if self._resume_position is None:
+            return set()
+        step, keys_at_step = self._resume_position
+        return {
+            (key, point.step) for key in client.get_run(self._run_id).data.metrics
+            for point in client.get_metric_history(self._run_id, key)
+            if point.step > step or (point.step == step and key not in keys_at_step)
+        }
+
+    def _spill_path(self) -> str:
+        return os.path.join(self.save_dir, f"mlflow_undelivered_{self._run_id or self.run_key}.jsonl")
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def _key(name: str) -> str:

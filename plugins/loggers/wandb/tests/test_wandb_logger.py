@@ -1,16 +1,11 @@
-"""wandb logger in offline mode, read back from the .wandb transaction log that wandb wrote.
-
-wandb 0.31 no longer ships its Python DataStore reader (reading moved into the Go wandb-core), so the test
-reads the log's block framing (LevelDB log format, as wandb documents it) and decodes every record with
-wandb's own protobuf `Record`.
-"""
+"""wandb logger in offline mode, read back from the .wandb transaction log that wandb wrote (decoded with
+wandb's own protobuf Record by trellis_wandb.transaction_log)."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
-import struct
 import time
 
 import pytest
@@ -18,56 +13,13 @@ from wandb.proto import wandb_internal_pb2
 
 from trellis.callbacks.model_checkpoint import ModelCheckpoint
 from trellis_wandb import WandbLogger
-
-BLOCK_SIZE = 32768
-RECORD_HEADER = struct.Struct("<IHB")  # crc32c, length, type (1 full, 2 first, 3 middle, 4 last)
-FILE_HEADER = struct.Struct("<4sHB")  # ":W&B", magic, version
-
-
-def read_records(path: str) -> list[wandb_internal_pb2.Record]:
-    with open(path, "rb") as file:
-        data = file.read()
-    ident, _, _ = FILE_HEADER.unpack_from(data)
-    assert ident == b":W&B"
-    records, offset, parts = [], FILE_HEADER.size, b""
-    while offset + RECORD_HEADER.size <= len(data):
-        room = BLOCK_SIZE - offset % BLOCK_SIZE
-        if room < RECORD_HEADER.size:  # block trailer padding
-            offset += room
-            continue
-        _, length, kind = RECORD_HEADER.unpack_from(data, offset)
-        offset += RECORD_HEADER.size
-        parts += data[offset:offset + length]
-        offset += length
-        if kind in (1, 4):
-            records.append(wandb_internal_pb2.Record.FromString(parts))
-            parts = b""
-    return records
-
-
-def finished_records(path: str, timeout: float = 30.0) -> list[wandb_internal_pb2.Record]:
-    """The records once the run's exit record is on disk: wandb-core writes the log after finish() returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_records(path)
-        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.1)
+from trellis_wandb.transaction_log import finished_records, history
 
 
 def run_records(save_dir: str, run_id: str) -> list[list[wandb_internal_pb2.Record]]:
     """Records of each local run directory of this id, oldest first."""
     paths = sorted(glob.glob(os.path.join(save_dir, "wandb", f"offline-run-*-{run_id}", f"run-{run_id}.wandb")))
     return [finished_records(path) for path in paths]
-
-
-def history(records: list[wandb_internal_pb2.Record]) -> dict[int, dict[str, float]]:
-    rows: dict[int, dict[str, float]] = {}
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            rows.setdefault(record.history.step.num, {}).update(row)
-    return rows
 
 
 def config(records: list[wandb_internal_pb2.Record]) -> dict[str, object]:
@@ -101,6 +53,7 @@ def test_fit_by_name_writes_config_every_step_and_checkpoint_artifacts(tmp_path,
     assert rows[16]["epoch"] == 1
     artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
     assert [artifact.name for artifact in artifacts] == [f"model-{trainer.logger.version}"] * 2  # one per epoch
+    assert not os.listdir(tmp_path / "wandb_held_checkpoints")  # links removed once uploaded
 
 
 def test_resume_from_a_checkpoint_continues_the_same_run_id(tmp_path, kit):
@@ -116,6 +69,23 @@ def test_resume_from_a_checkpoint_continues_the_same_run_id(tmp_path, kit):
     before, after = run_records(str(tmp_path), first.logger.version)
     steps = sorted(step for part in (before, after) for step, row in history(part).items() if "loss_step" in row)
     assert steps == list(range(1, 9))
+    assert [step for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == list(range(1, 9))
+
+
+def test_a_resumed_offline_run_reads_back_each_step_once_as_wandb_sync_merges_it(tmp_path, kit):
+    """The interrupted run went on to step 6 after the step-4 checkpoint; sync keeps its steps 5 and 6 and
+    ignores the resumed run's lower steps."""
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    first = kit.quiet_trainer(logger="wandb", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
+    first.fit(kit.TinyRegression(), kit.random_loader(batches=8))
+
+    time.sleep(1.0 - time.time() % 1.0)  # wandb names offline run dirs by start second: keep the two apart
+    resumed = kit.quiet_trainer(logger="wandb", max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
+    resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
+
+    points = resumed.logger.read_back()
+    assert [step for step, name, _ in points if name == "loss_step"] == list(range(1, 9))
+    assert len(points) == len({(step, name) for step, name, _ in points})
 
 
 def test_a_wandb_that_cannot_start_keeps_rows_and_names_what_it_never_got(tmp_path, monkeypatch):
@@ -126,7 +96,7 @@ def test_a_wandb_that_cannot_start_keeps_rows_and_names_what_it_never_got(tmp_pa
         raise wandb.errors.CommError("could not reach api.wandb.ai")
 
     monkeypatch.setattr(wandb, "init", init)
-    logger = WandbLogger(save_dir=tmp_path)
+    logger = WandbLogger(save_dir=tmp_path, finalize_timeout=1.0)
     with pytest.warns(UserWarning) as warned:
         for step in range(1, 4):
             logger.log_metrics({"loss": float(step)}, step=step)
@@ -135,4 +105,7 @@ def test_a_wandb_that_cannot_start_keeps_rows_and_names_what_it_never_got(tmp_pa
     messages = [str(warning.message) for warning in warned]
     assert sum("Training goes on" in message for message in messages) == 1
     assert any("steps 1..3" in message and str(spilled) in message for message in messages)
-    assert [json.loads(line)["step"] for line in spilled.read_text().splitlines()] == [1, 2, 3]
+    items = [json.loads(line) for line in spilled.read_text().splitlines()]
+    assert items == [{"step": step, "metrics": {"loss": float(step)}} for step in range(1, 4)] + [
+        {"kind": "finish", "exit_code": 0}
+    ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
+import time
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -27,16 +30,20 @@ def network() -> torch.nn.Module:
 
 
 class Regression(trellis.Module):
-    def __init__(self, fail_rank: int = -1) -> None:
+    def __init__(self, fail_rank: int = -1, kill_rank: int = -1) -> None:
         super().__init__()
         self.net = network()
-        self.fail_rank = fail_rank
+        self.fail_rank, self.kill_rank = fail_rank, kill_rank
         self.seen = 0
 
     def training_step(self, batch, batch_idx):
         inputs, targets = batch
+        if self.global_rank in (self.fail_rank, self.kill_rank) and batch_idx == 2:
+            print(f"failing at {time.time()}", file=sys.stderr, flush=True)
         if self.global_rank == self.fail_rank and batch_idx == 2:
             raise ValueError(f"deliberate failure on rank {self.global_rank}")
+        if self.global_rank == self.kill_rank and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
         self.seen += len(inputs)
         loss = torch.nn.functional.mse_loss(self.net(inputs), targets)
         self.log("train_loss", loss, sync_dist=True, on_epoch=True, on_step=False)
@@ -55,9 +62,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--accumulate", type=int, default=1)
     parser.add_argument("--fail-rank", type=int, default=-1)
+    parser.add_argument("--kill-rank", type=int, default=-1)
     parser.add_argument("--timeout", type=float, default=60.0)
     arguments = parser.parse_args()
-    module = Regression(arguments.fail_rank)
+    module = Regression(arguments.fail_rank, arguments.kill_rank)
     strategy = trellis.discovery.load("strategy", arguments.strategy)(timeout=arguments.timeout)
     trainer = trellis.Trainer(
         accelerator="cpu", strategy=strategy, devices=arguments.devices, num_nodes=arguments.num_nodes,

@@ -1,8 +1,7 @@
-"""A tiny regression model and data shared by the in-process tests and the torchrun script."""
+"""A tiny regression model and data shared by the in-process tests and the two-process script."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -74,7 +73,7 @@ def build_net() -> torch.nn.Module:
 
 def trainer(strategy: Any, root: str, **flags: Any) -> trellis.Trainer:
     defaults: dict[str, Any] = dict(
-        accelerator="cpu", devices=int(os.environ.get("WORLD_SIZE", "1")), max_epochs=1, logger=False, enable_progress_bar=False,
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=root,
     )
     return trellis.Trainer(strategy=strategy, **{**defaults, **flags})
@@ -85,18 +84,19 @@ def weights(trainer_: trellis.Trainer) -> dict[str, torch.Tensor]:
     return {name: tensor.float().clone() for name, tensor in trainer_.strategy.module_state_dict().items()}
 
 
-def straight_and_resumed(strategy_factory: Any, root: str, epochs: int = 2, **module_args: Any) -> dict[str, Any]:
+def straight_and_resumed(strategy_factory: Any, root: str, epochs: int = 2, devices: int = 1,
+                         **module_args: Any) -> dict[str, Any]:
     """Train `epochs` epochs in one go, and again stopped after the first epoch and resumed from its checkpoint."""
     module = Regressor(**module_args)
-    straight = trainer(strategy_factory(), root, max_epochs=epochs)
+    straight = trainer(strategy_factory(), root, max_epochs=epochs, devices=devices)
     straight.fit(module, loader())
     first = Regressor(**module_args)
-    interrupted = trainer(strategy_factory(), root, max_epochs=1)
+    interrupted = trainer(strategy_factory(), root, max_epochs=1, devices=devices)
     interrupted.fit(first, loader())
     path = f"{root}/interrupted.ckpt"
     interrupted.save_checkpoint(path)
     second = Regressor(**module_args)
-    resumed = trainer(strategy_factory(), root, max_epochs=epochs)
+    resumed = trainer(strategy_factory(), root, max_epochs=epochs, devices=devices)
     resumed.fit(second, loader(), ckpt_path=path)
     return {
         "losses": module.losses,

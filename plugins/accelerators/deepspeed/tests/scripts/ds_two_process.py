@@ -1,6 +1,7 @@
-"""Run under `torchrun --nproc_per_node=2`: DeepSpeed stages 1-3 (loss, resume) and stage 2 against a DDP loop.
+"""Started with plain `python ds_two_process.py REPORT ROOT`: the strategy launches the second process itself.
 
-Rank zero writes what it measured to the JSON file named by the first argument.
+Trains DeepSpeed stages 1-3 over 2 processes (straight, and stopped after one epoch then resumed), and stage 2
+against a hand-written DDP loop on the same data; rank zero writes what it measured to the REPORT JSON file.
 """
 
 from __future__ import annotations
@@ -8,16 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ds_testkit as kit  # noqa: E402
+import ds_testkit as kit
 
-from trellis_deepspeed import DeepSpeedStrategy  # noqa: E402
+from trellis_deepspeed import DeepSpeedStrategy
+
+PROCESSES = 2
 
 
 def handwritten_ddp(epochs: int, lr: float) -> dict[str, torch.Tensor]:
@@ -41,26 +43,32 @@ def max_difference(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]
     return max(float((left[name] - right[name]).abs().max()) for name in left)
 
 
-def main(output: str) -> None:
-    root = os.environ.get("DS_TEST_ROOT") or tempfile.mkdtemp()
-    report: dict[str, object] = {}
-    for stage in (1, 2, 3):
-        run = kit.straight_and_resumed(lambda: DeepSpeedStrategy(stage=stage), f"{root}/stage{stage}")
-        report[f"stage{stage}"] = {
-            "first_losses": run["losses"][:4],
-            "last_losses": run["losses"][-4:],
-            "straight_step": run["straight_step"],
-            "resumed_step": run["resumed_step"],
-            "resume_difference": max_difference(run["straight_weights"], run["resumed_weights"]),
-            "world_size": torch.distributed.get_world_size(),
-        }
-        if stage == 2:
-            ddp = handwritten_ddp(epochs=2, lr=0.05)
-            report["stage2"]["ddp_difference"] = max_difference(run["straight_weights"], ddp)
+def measure(stage: int, root: str) -> dict[str, object]:
+    run = kit.straight_and_resumed(lambda: DeepSpeedStrategy(stage=stage), f"{root}/stage{stage}", devices=PROCESSES)
+    return {
+        "losses": run["losses"],
+        "resumed_losses": run["resumed_losses"],
+        "straight_step": run["straight_step"],
+        "resumed_step": run["resumed_step"],
+        "resume_difference": max_difference(run["straight_weights"], run["resumed_weights"]),
+        "weights": run["straight_weights"],
+        "world_size": torch.distributed.get_world_size(),
+    }
+
+
+def main(report_path: str, root: str) -> None:
+    report = {f"stage{stage}": measure(stage, root) for stage in (1, 2, 3)}
+    ddp = handwritten_ddp(epochs=2, lr=0.05)
+    report["stage2"]["ddp_difference"] = max_difference(report["stage2"]["weights"], ddp)
+    pids: list[int | None] = [None] * PROCESSES
+    torch.distributed.all_gather_object(pids, os.getpid())
+    for run in report.values():
+        del run["weights"]
+    report["pids"] = pids
     if torch.distributed.get_rank() == 0:
-        with open(output, "w", encoding="utf-8") as handle:
+        with open(report_path, "w", encoding="utf-8") as handle:
             json.dump(report, handle)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

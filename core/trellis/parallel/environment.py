@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 
-from trellis.roles import ClusterEnvironment
+from trellis.roles.cluster_environment import ClusterEnvironment
 
-#: set in every process of a Trellis-launched group, so none of them launches again.
-LAUNCHED_VARIABLE = "TRELLIS_DDP_LAUNCHED"
-#: pid of the process that launched the group; its children exit when it disappears.
-PARENT_VARIABLE = "TRELLIS_DDP_PARENT_PID"
+#: set in every process of a group Trellis launched, so that none of them launches again.
+LAUNCHED_VARIABLE = "TRELLIS_LAUNCHED"
+#: pid of the process that launched the group; the others exit when it disappears.
+LAUNCHER_PID_VARIABLE = "TRELLIS_LAUNCHER_PID"
 
 
 class LocalEnvironment(ClusterEnvironment):
-    """`devices` processes per node, started by the strategy's launcher on this machine.
+    """`devices` processes per node, started on this machine by the strategy's launcher.
 
     Ranks come from LOCAL_RANK and NODE_RANK (0 unless set by hand for a manual multi-node start), the
     rendezvous from MASTER_ADDR (default 127.0.0.1) and MASTER_PORT (a free port picked at launch).
@@ -30,6 +30,7 @@ class LocalEnvironment(ClusterEnvironment):
 
     @staticmethod
     def launched() -> bool:
+        """Whether a Trellis launcher started this process's group (this process included)."""
         return os.environ.get(LAUNCHED_VARIABLE) == "1"
 
     @property
