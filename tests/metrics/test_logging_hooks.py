@@ -140,8 +140,9 @@ def test_logging_after_fit_outside_the_loops_is_refused():
         module.training_step(next(iter(loader(8))), 0)
 
 
-def test_hooks_monitored_by_the_simple_profiler_still_log():
-    trainer = quiet_trainer(max_epochs=1, profiler="simple", callbacks=[FromCallbacks()], num_sanity_val_steps=0)
+def test_hooks_monitored_by_the_simple_profiler_still_log(tmp_path):
+    trainer = quiet_trainer(max_epochs=1, profiler="simple", callbacks=[FromCallbacks()], num_sanity_val_steps=0,
+                            default_root_dir=tmp_path)
     trainer.fit(TinyRegressor(), loader(64), loader(64))
     assert trainer.callback_metrics["train_epoch_end"].item() == 5.0
     assert torch.is_tensor(trainer.callback_metrics["val_batch_end"])
