@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 class LogSink:
     """Hands rows of metrics to the loggers, on global rank zero only."""
 
-    def __init__(self, loggers: list[Logger]) -> None:
+    def __init__(self, loggers: list[Logger], metrics: MetricStore | None = None) -> None:
         self.loggers = loggers
+        self._metrics = metrics if metrics is not None else MetricStore(lambda value, op: value)
+
+    @property
+    def logged_metrics(self) -> dict[str, Any]:
+        """trainer.logged_metrics (callbacks that write to the loggers themselves add what they wrote)."""
+        return self._metrics.logged_metrics
 
     def log(self, metrics: Mapping[str, Any], step: int, epoch: int | None, is_global_zero: bool) -> None:
         """One row at `step`: the values as floats, and `epoch` unless None (or logged by the user)."""

@@ -123,7 +123,7 @@ class Trainer:
         self.state = TrainerState()
         self.fit_loop = FitLoop(self.settings)
         self._metrics = MetricStore(self.strategy.reduce)
-        self._log_sink = LogSink(self.loggers)
+        self._log_sink = LogSink(self.loggers, self._metrics)
         self._run: Run | None = None
         self._module: Any = None
         self._datamodule: Any = None

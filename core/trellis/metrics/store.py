@@ -401,6 +401,10 @@ class MetricStore:
         self._progress_bar.update({name: float(value) for name, value in self._view(self.in_batches)[2].items()})
         return self._progress_bar
 
+    def record(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Values a callback adds to callback_metrics without logging them (LearningRateMonitor's rates)."""
+        self._callback.update(values)
+
     def record_logged(self, metrics: Mapping[str, Any]) -> None:
         """Metrics handed to the loggers by the loops (Lightning's log_metrics keeps them in logged_metrics)."""
         self._logged.update(metrics)
