@@ -55,6 +55,8 @@ class StageCall:
         strategy.setup_environment()
         run = self._build_run()
         trainer._run = run
+        for callback in run.callbacks:  # Lightning binds the module's logging to every callback
+            callback.log, callback.log_dict = module.log, module.log_dict
         run.metrics.start(run)
         status = TrainerStatus.INTERRUPTED
         try:

@@ -146,3 +146,17 @@ def test_hooks_monitored_by_the_simple_profiler_still_log(tmp_path):
     trainer.fit(TinyRegressor(), loader(64), loader(64))
     assert trainer.callback_metrics["train_epoch_end"].item() == 5.0
     assert torch.is_tensor(trainer.callback_metrics["val_batch_end"])
+
+
+def test_callbacks_log_with_self_log_as_lightning_binds_it():
+    class LogsItself(trellis.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.log("epoch_start", 2)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.log_dict({"batch_end": 3.0})
+
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[LogsItself()])
+    trainer.fit(TinyRegressor(), loader(64))
+    assert trainer.callback_metrics["epoch_start"].item() == 2.0
+    assert trainer.callback_metrics["batch_end"].item() == 3.0
