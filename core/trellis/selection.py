@@ -275,7 +275,7 @@ def select(
 
 def default_logger_name() -> str:
     """The logger `logger=True` gives: TensorBoard when trellis-tensorboard and tensorboard are installed, else
-    CSV (no dependency). Both write under default_root_dir/trellis_logs/version_N."""
+    CSV (no dependency). Both write to the same run folder under default_root_dir."""
     if PREFERRED_DEFAULT_LOGGER in discovery.names("logger") and importlib.util.find_spec(
             PREFERRED_DEFAULT_LOGGER_PACKAGE) is not None:
         return PREFERRED_DEFAULT_LOGGER

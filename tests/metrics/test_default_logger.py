@@ -9,6 +9,7 @@ import torch
 import trellis
 from support import TinyRegressor, loader
 from trellis import discovery, selection
+from trellis_csv import CSVLogger
 
 
 def tensorboard_installed() -> bool:
@@ -27,7 +28,7 @@ def test_the_default_logger_is_tensorboard_when_installed_and_gan_code_can_draw_
                               enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1)
     expected = "TensorBoardLogger" if tensorboard_installed() else "CSVLogger"
     assert type(trainer.logger).__name__ == expected
-    assert trainer.logger.log_dir == str(tmp_path / "trellis_logs" / "version_0")
+    assert trainer.logger.log_dir == str(tmp_path / CSVLogger().run_name / "version_0")  # the folder CSV uses
     if expected == "CSVLogger":
         return
     trainer.fit(DrawsImages(), loader(64))
@@ -42,5 +43,5 @@ def test_the_default_logger_is_tensorboard_when_installed_and_gan_code_can_draw_
 def test_without_tensorboard_the_default_is_the_dependency_free_csv_logger(tmp_path, monkeypatch):
     monkeypatch.setattr(selection, "PREFERRED_DEFAULT_LOGGER_PACKAGE", "a_package_that_is_not_installed")
     trainer = trellis.Trainer(default_root_dir=tmp_path, enable_progress_bar=False)
-    assert type(trainer.logger).__name__ == "CSVLogger"
-    assert trainer.logger.log_dir == str(tmp_path / "trellis_logs" / "version_0")
+    assert isinstance(trainer.logger, CSVLogger)
+    assert trainer.logger.log_dir == str(tmp_path / CSVLogger().run_name / "version_0")
