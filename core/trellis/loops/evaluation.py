@@ -69,8 +69,7 @@ def run_evaluation(
     step = strategy.step_function(stage.step_method)
     with_index = takes_batch_index(getattr(module, stage.step_method))
     step_boundary = strategy.accelerator.step_boundary
-    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
-    with grad_context():
+    with _no_grad_context(run)():
         for loader_index, loader in enumerate(loaders):
             metrics.dataloader_suffix = f"/dataloader_idx_{loader_index}" if several else ""
             limit = limits[loader_index]
@@ -103,6 +102,13 @@ def run_evaluation(
     return _split_by_loader(logged, len(loaders))
 
 
+def _no_grad_context(run: Run) -> Callable[[], Any]:
+    """inference_mode where the Trainer asks for it and the device supports it, else no_grad."""
+    if run.settings.inference_mode and run.strategy.accelerator.supports_inference_mode:
+        return torch.inference_mode
+    return torch.no_grad
+
+
 def _split_by_loader(logged: dict[str, float], count: int) -> list[dict[str, float]]:
     if count <= 1:
         return [logged]
@@ -128,8 +134,7 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> li
     hooks.fire(PREDICT.hook("epoch_start"))
     step = strategy.step_function(PREDICT.step_method)
     with_index = takes_batch_index(getattr(run.module, PREDICT.step_method))
-    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
-    with grad_context():
+    with _no_grad_context(run)():
         for loader_index, loader in enumerate(loaders):
             move = batch_transfer(run, loader_index)
             for batch_index, batch in enumerate(strategy.process_dataloader(loader)):

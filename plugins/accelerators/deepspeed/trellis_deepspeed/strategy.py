@@ -182,8 +182,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         return contextlib.nullcontext()
 
     # -- data -------------------------------------------------------------------------------
-    def batch_to_device(self, batch: Any) -> Any:
-        batch = self.accelerator.batch_to_device(batch, self.root_device)
+    def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
+        batch = self.accelerator.batch_to_device(batch, device or self.root_device)
         dtype = _HALF_DTYPES.get(ds_config.PRECISION_SECTIONS[self._precision_name] or "")
         if dtype is None:
             return batch
