@@ -24,7 +24,7 @@ _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted
 
 
 class TensorBoardLogger(Logger):
-    """Scalars at their global step, hparams with the run's metric names, and a SummaryWriter for the rest.
+    """Scalars at their logged step, hparams with the run's metric names, and a SummaryWriter for the rest.
 
     `log_metrics` only queues the row: a background thread serializes rows into one event file, in order,
     every `flush_secs` seconds or `max_queue` rows, whichever comes first, and all of them before every
@@ -32,8 +32,9 @@ class TensorBoardLogger(Logger):
     full disk warns once and keeps the events until they can be written; a failed write leaves no torn record.
 
     Resume: the version directory and its event file travel in checkpoints; a resumed run cuts the file
-    back to the events logged before the checkpoint and appends from there, so each step is in it once (a
-    validation logged at the checkpoint's own step included), for every TensorBoard reader.
+    back to the events logged before the checkpoint and appends from there, so each step is in it once (the
+    row and validation of the batch the checkpoint was taken in, logged after it, included), for every
+    TensorBoard reader.
     """
 
     name = "tensorboard"

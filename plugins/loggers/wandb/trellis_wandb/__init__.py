@@ -1,4 +1,4 @@
-"""Weights & Biases logger: config from hparams, metrics at their global step, checkpoints as artifacts."""
+"""Weights & Biases logger: config from hparams, metrics at their logged step, checkpoints as artifacts."""
 
 from __future__ import annotations
 
