@@ -44,15 +44,32 @@ class BaseFinetuning(Callback):
         self.freeze_before_training(pl_module)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        """A resumed fit gets back the param groups the callback had added (by parameter name)."""
+        """A resumed fit gets back the param groups the callback had added (by parameter name), with their
+        parameters trainable again (freeze_before_training froze them in setup)."""
         if self._restarting:
             if self._internal_optimizer_metadata:
                 parameters = dict(pl_module.named_parameters())
                 for index, optimizer in enumerate(trainer.optimizers):
                     if index in self._internal_optimizer_metadata:
+                        configured = len(optimizer.param_groups)
                         optimizer.param_groups = self._apply_mapping_to_param_groups(
                             self._internal_optimizer_metadata[index], parameters)
+                        for group in optimizer.param_groups[configured:]:
+                            self._unfreeze_restored(pl_module, group["params"])
             self._restarting = False
+
+    @staticmethod
+    def _unfreeze_restored(pl_module: Any, params: list[torch.nn.Parameter]) -> None:
+        """Lightning leaves these frozen, so a resumed fit never trains what was unfrozen before the checkpoint."""
+        restored = {id(parameter) for parameter in params}
+        for module in pl_module.modules():
+            own = list(module.parameters(recurse=False))
+            if own and any(id(parameter) in restored for parameter in own):
+                if isinstance(module, _BatchNorm):
+                    module.track_running_stats = True
+                for parameter in own:
+                    if id(parameter) in restored:
+                        parameter.requires_grad = True
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         for index, optimizer in enumerate(trainer.optimizers):
@@ -123,11 +140,14 @@ class BaseFinetuning(Callback):
 
     @staticmethod
     def filter_on_optimizer(optimizer: torch.optim.Optimizer, params: Iterable) -> list:
-        """The parameters of `params` that are not in the optimizer yet (with a warning for those that are)."""
+        """The parameters of `params` that are not in the optimizer yet (with a warning for those that are).
+
+        A parameter counts as present when it is the same tensor (Lightning compares values, so it also skips a
+        parameter that merely equals one in the optimizer, such as a fresh LayerNorm's ones)."""
+        held = {id(existing) for group in optimizer.param_groups for existing in group["params"]}
         kept, skipped = [], []
         for parameter in params:
-            held = any(torch.equal(existing, parameter) for group in optimizer.param_groups for existing in group["params"])
-            (skipped if held else kept).append(parameter)
+            (skipped if id(parameter) in held else kept).append(parameter)
         if skipped:
             rank_zero_warn(
                 "The provided params to be frozen already exist within another group of this optimizer. Those "
