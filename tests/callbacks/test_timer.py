@@ -81,6 +81,7 @@ def test_a_spent_timer_stops_before_the_first_step_and_says_so(caplog):
     assert "Time limit reached. Elapsed time is 0:00:00. Signaling Trainer to stop." in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:Trainer was signaled to stop")
 def test_min_epochs_outlast_a_spent_timer():
     trainer = quiet_trainer(max_epochs=5, min_epochs=2, callbacks=[Timer(duration=0, verbose=False)])
     trainer.fit(TinyRegressor(), loader(64))
