@@ -361,7 +361,7 @@ class ModelCheckpoint(Checkpoint):
             trainer.strategy.remove_checkpoint(previous)
 
     def _save_checkpoint(self, trainer: Any, path: str) -> None:
-        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        trainer.save_checkpoint(path, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = path
         if trainer.is_global_zero:
