@@ -107,22 +107,35 @@ def test_tqdm_refresh_rate_zero_shows_nothing_and_leave_keeps_every_epoch(capsys
     assert len(lines) == 2  # one kept line per epoch
 
 
-def test_the_default_bar_redraws_at_most_once_per_mininterval(monkeypatch):
-    """Per step the bar only counts; it redraws when tqdm's mininterval (0.1 s) passed, and at the last batch."""
-    clock = iter(range(10**6))
-    monkeypatch.setattr(tqdm_progress.time, "monotonic", lambda: next(clock) * 0.01)  # each reading: +10 ms
-    bar = TQDMProgressBar()
-    redraws = []
-    original = tqdm_progress.tqdm_class()
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    class Counting(original):
+
+def count_redraws(monkeypatch, bar: TQDMProgressBar, batches: int) -> list[int]:
+    """Fit `batches` batches and return the batch counts the training bar was redrawn at."""
+    redraws = []
+
+    class Counting(tqdm_progress.tqdm_class()):
         def refresh(self, *args, **kwargs):
             redraws.append(self.n)
             return super().refresh(*args, **kwargs)
 
     monkeypatch.setattr(bar, "init_train_tqdm", lambda: Counting(disable=False, file=io.StringIO()))
-    trainer_with(max_epochs=1, callbacks=[bar]).fit(TinyRegressor(), loader(32 * 100, batch_size=32))
-    batch_redraws = [n for n in redraws if n > 0]
+    trainer_with(max_epochs=1, callbacks=[bar]).fit(TinyRegressor(), loader(32 * batches, batch_size=32))
+    return [n for n in redraws if n > 0]
+
+
+def test_in_a_log_the_default_bar_redraws_at_each_tenth_of_the_epoch(monkeypatch):
+    assert count_redraws(monkeypatch, TQDMProgressBar(), 95) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 95]
+
+
+def test_in_a_terminal_the_default_bar_redraws_at_most_once_per_mininterval(monkeypatch):
+    """Per step the bar only counts; it redraws when tqdm's mininterval (0.1 s) passed, and at the last batch."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(tqdm_progress.time, "monotonic", lambda: next(clock) * 0.01)  # each reading: +10 ms
+    monkeypatch.setattr(tqdm_progress.sys, "stdout", Terminal())
+    batch_redraws = count_redraws(monkeypatch, TQDMProgressBar(), 100)
     assert 8 <= len(batch_redraws) <= 12 and batch_redraws[-1] == 100  # ~every 10 steps, and the last one
 
 

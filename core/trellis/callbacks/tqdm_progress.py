@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -46,9 +47,10 @@ class TQDMProgressBar(ProgressBar):
     """Bars for the sanity check, training (paused during validation), validation, test and predict, each with
     percent, count, elapsed time, ETA, it/s and (training) the prog_bar metrics.
 
-    `refresh_rate`: redraw at most every this many batches (0 hides the bars); redraws are further limited to
-    tqdm's `mininterval` (0.1 s) except at a bar's last batch, which keeps a step cheap. `process_position`
-    offsets the bars by that many lines. `leave` keeps each epoch's finished bar.
+    `refresh_rate`: redraw at most every this many batches (0 hides the bars). Redraws are further limited,
+    which keeps a step cheap: in a terminal to tqdm's `mininterval` (0.1 s), in a log to each tenth of the
+    epoch, and always at a bar's last batch. `process_position` offsets the bars by that many lines. `leave`
+    keeps each epoch's finished bar.
     """
 
     BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
@@ -64,7 +66,6 @@ class TQDMProgressBar(ProgressBar):
         self._val_progress_bar: Any = None
         self._test_progress_bar: Any = None
         self._predict_progress_bar: Any = None
-        self._train_drawn_at = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: None if key in self._BARS else value for key, value in vars(self).items()}
@@ -170,19 +171,14 @@ class TQDMProgressBar(ProgressBar):
         if self._leave:
             self.train_progress_bar = self.init_train_tqdm()
         _restart(self.train_progress_bar, self.total_train_batches, f"Epoch {trainer.current_epoch}")
-        self._train_drawn_at = time.monotonic()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         bar, n = self._train_progress_bar, batch_idx + 1
         if bar is None or bar.disable or (n % self._refresh_rate and n != bar.total):
             return
-        bar.n = n
-        now = time.monotonic()  # inlined _due: this runs every step
-        if n != bar.total and now - self._train_drawn_at < bar.mininterval:
-            return
-        self._train_drawn_at = now
-        bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-        bar.refresh()
+        if _due(bar, n):
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self.train_progress_bar.disable:
@@ -262,19 +258,30 @@ class TQDMProgressBar(ProgressBar):
 
 
 def _restart(bar: Any, total: int | float, description: str) -> None:
+    """Start the bar over for a new epoch or loader, and choose when it redraws (see _due)."""
     bar.reset()
     bar.total = finite_or_none(total)
     bar.initial = 0
     bar.set_description(description)
+    interactive = bool(getattr(sys.stdout, "isatty", lambda: False)())
+    bar.log_stride = None if interactive or bar.total is None else max(1, math.ceil(bar.total / 10))
+    bar.drawn_at = time.monotonic()
 
 
 def _due(bar: Any, n: int) -> bool:
-    """Set the bar's count; whether to redraw now: at its last batch, or once tqdm's mininterval has passed."""
+    """Count `n` batches done; whether to redraw now. Always at the last batch; otherwise, writing to a log (not a
+    terminal), at each tenth of the total, so a log gets a few lines per epoch; in a terminal, once tqdm's
+    `mininterval` (0.1 s) has passed. A step that does not redraw costs no call besides the hook's."""
     bar.n = n
+    if n == bar.total:
+        return True
+    stride = bar.log_stride  # both set by _restart, at every epoch's and loader's start
+    if stride is not None:
+        return n % stride == 0
     now = time.monotonic()
-    if n != bar.total and now - getattr(bar, "_drawn_at", 0.0) < bar.mininterval:
+    if now - bar.drawn_at < bar.mininterval:
         return False
-    bar._drawn_at = now
+    bar.drawn_at = now
     return True
 
 
