@@ -162,10 +162,9 @@ class ModelCheckpoint(Checkpoint):
 
     # -- when (Lightning's triggers) ------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        resolved = self.dirpath is None
         directory = self._resolve_dirpath(trainer)
-        if (not resolved and trainer.is_global_zero and self.save_top_k != 0 and trainer.ckpt_path is None
-                and os.path.isdir(directory) and os.listdir(directory)):
+        if (trainer.is_global_zero and self.save_top_k != 0 and trainer.ckpt_path is None
+                and os.path.isdir(directory) and os.listdir(directory)):  # a resume continues its own directory
             rank_zero_warn(f"Checkpoint directory {directory} exists and is not empty.")
         self._validation_ran = False
 
