@@ -39,7 +39,7 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
             "optimizer_states": [strategy.optimizer_state_dict(optimizer) for optimizer in run.optimizers],
             "lr_schedulers": [config.scheduler.state_dict() for config in run.scheduler_configs],
             "precision": strategy.precision.state_dict(),
-            "callbacks": {callback.state_key: callback.state_dict() for callback in run.callbacks},
+            "callbacks": _callback_states(run.callbacks),
             "loggers": {_logger_key(logger): logger.state_dict() for logger in run.loggers},
             "rng_states": training_rng_state(strategy.accelerator),
             "metrics": run.metrics.state_dict(),
@@ -145,6 +145,16 @@ def _steps_held(run: Run, path: str) -> tuple[int, int] | None:
         return None
     loops = checkpoint.get("loops") or {}
     return int(checkpoint.get("global_step", 0)), int(loops.get("total_batches_done", 0))
+
+
+def _callback_states(callbacks: list[Any]) -> dict[str, Any]:
+    """Each callback's state under its state_key; callbacks without state are left out, as in Lightning."""
+    states = {}
+    for callback in callbacks:
+        state = callback.state_dict()
+        if state:
+            states[callback.state_key] = state
+    return states
 
 
 def _logger_key(logger: Any) -> str:

@@ -146,6 +146,10 @@ class MetricStore:
     def callback_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
         self._finished = dict(metrics)
 
+    def record(self, values: dict[str, torch.Tensor]) -> None:
+        """Values a callback adds to callback_metrics without logging them (LearningRateMonitor's rates)."""
+        self._finished.update(values)
+
     def state_dict(self) -> dict[str, Any]:
         """Unfinished epoch aggregates and latest values: a resumed epoch logs what the whole epoch would."""
         return {

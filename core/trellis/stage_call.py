@@ -171,7 +171,7 @@ class StageCall:
                 f"{stage.loader_method}() on the module"
             )
         if stage is PREDICT:
-            return run_prediction(run, loaders, limits)
+            return run_prediction(run, loaders, limits, self.trainer.predict_loop)
         results = run_evaluation(run, stage, loaders, limits)
         if self.verbose and run.strategy.is_global_zero:
             _print_results(self.entry.verb, results)

@@ -18,6 +18,7 @@ from trellis.callbacks.selection import CallbackSet
 from trellis.determinism import configure_determinism
 from trellis.errors import ConfigurationError
 from trellis.hook_manager import HookManager
+from trellis.loops.evaluation import PredictLoop
 from trellis.loops.fit import FitLoop
 from trellis.loops.validation_schedule import ValidationSchedule
 from trellis.metrics import MetricStore
@@ -122,6 +123,7 @@ class Trainer:
         init_hooks.call("on_init_end", trainer=self)
         self.state = TrainerState()
         self.fit_loop = FitLoop(self.settings)
+        self.predict_loop = PredictLoop()
         self._metrics = MetricStore(self.strategy.reduce)
         self._log_sink = LogSink(self.loggers)
         self._run: Run | None = None
@@ -179,9 +181,8 @@ class Trainer:
                 return_predictions: bool | None = None, ckpt_path: str | os.PathLike | None = None,
                 weights_only: bool | None = None) -> list[Any] | None:
         """predict_step over the loaders; returns the predictions (unless return_predictions=False)."""
-        predictions = self._evaluate(PREDICT_ENTRY, "predict", model, dataloaders, ckpt_path, False, datamodule,
-                                     weights_only)
-        return None if return_predictions is False else predictions
+        self.predict_loop.return_predictions = return_predictions is not False
+        return self._evaluate(PREDICT_ENTRY, "predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
 
     def _evaluate(self, entry: EntryPoint, stage: str, model: Any, dataloaders: Any, ckpt_path: Any, verbose: bool,
                   datamodule: Any, weights_only: bool | None) -> Any:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader, Sampler
 
+from trellis.data import rebuild_dataloader
 from trellis.hookspecs import is_overridden
 from trellis.loops.batches import ModuleMode, batch_transfer
 from trellis.loops.optimization import log_classic_result, takes_batch_index
 from trellis.stages import PREDICT, TEST, LoopStage
+from trellis.utils.collections import move_to_device
+from trellis.utils.rank_zero import warn_once
 
 if TYPE_CHECKING:
     from trellis.run import Run
@@ -123,32 +127,104 @@ def _split_by_loader(logged: dict[str, float], count: int) -> list[dict[str, flo
     return results
 
 
-def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> list[Any]:
-    """Run predict_step over every loader; returns the predictions (a list per loader when several)."""
+class PredictLoop:
+    """What trainer.predict leaves to read (`trainer.predict_loop`): the predictions, moved to the CPU, and for
+    prediction writers the dataset indices of each batch's samples, as Lightning's predict loop keeps them."""
+
+    def __init__(self) -> None:
+        #: whether trainer.predict returns (and so keeps) the predictions; set by each call.
+        self.return_predictions = True
+        self._predictions: list[list[Any]] = []
+        #: loaders x batches x sample indices, kept while an epoch-interval writer runs.
+        self.epoch_batch_indices: list[list[list[int]]] = []
+        #: the sample indices of the batch being predicted (for batch-interval writers).
+        self.current_batch_indices: list[int] = []
+
+    @property
+    def predictions(self) -> list[Any]:
+        """Each batch's prediction; a list per loader when there are several."""
+        if not self._predictions:
+            return self._predictions
+        return self._predictions[0] if len(self._predictions) == 1 else self._predictions
+
+
+def run_prediction(run: Run, loaders: list[Iterable], limits: list[float], loop: PredictLoop) -> list[Any] | None:
+    """Run predict_step over every loader; returns the predictions (a list per loader when several), or None
+    when `loop.return_predictions` is off."""
+    from trellis.callbacks.prediction_writer import BasePredictionWriter
+
     strategy, hooks = run.strategy, run.hooks
     several = len(loaders) > 1
-    predictions: list[list[Any]] = [[] for _ in loaders]
+    writers = [callback for callback in run.callbacks if isinstance(callback, BasePredictionWriter)]
+    on_epoch = any(writer.interval.on_epoch for writer in writers)
+    on_batch = any(writer.interval.on_batch for writer in writers)
+    keeps = loop.return_predictions or on_epoch
+    recorders = [_record_batch_indices(loader) if writers else None for loader in loaders]
+    loop._predictions = [[] for _ in loaders]
+    loop.epoch_batch_indices = [[] for _ in loaders]
+    loop.current_batch_indices = []
     evaluation = _Evaluation(run, PREDICT)
     mode = evaluation.to_eval_mode()
     hooks.fire(PREDICT.hook("start"))
     hooks.fire(PREDICT.hook("epoch_start"))
     step = strategy.step_function(PREDICT.step_method)
     with_index = takes_batch_index(getattr(run.module, PREDICT.step_method))
+    cpu = torch.device("cpu")
     with _no_grad_context(run)():
-        for loader_index, loader in enumerate(loaders):
+        for loader_index, (loader, recorder) in enumerate(zip(loaders, recorders)):
             move = batch_transfer(run, loader_index)
-            for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
+            source = recorder.loader if recorder is not None else loader
+            for batch_index, batch in enumerate(strategy.process_dataloader(source)):
                 if batch_index >= limits[loader_index]:
                     break
                 batch = move(batch)
+                if recorder is not None and recorder.seen:
+                    indices = recorder.seen[batch_index]
+                    if on_epoch:
+                        loop.epoch_batch_indices[loader_index].append(indices)
+                    if on_batch:
+                        loop.current_batch_indices = indices
                 hooks.fire(PREDICT.hook("batch_start"), batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
                 output = step(*step_arguments(with_index, batch, batch_index, loader_index if several else None))
                 hooks.fire(PREDICT.hook("batch_end"), outputs=output, batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
-                predictions[loader_index].append(output)
+                if keeps:
+                    loop._predictions[loader_index].append(move_to_device(output, cpu))
                 strategy.accelerator.step_boundary()
     hooks.fire(PREDICT.hook("epoch_end"))
+    result = loop.predictions if loop.return_predictions else None
+    if not loop.return_predictions:
+        loop._predictions = []
+    loop.epoch_batch_indices = []
     hooks.fire(PREDICT.hook("end"))
     evaluation.restore_mode(mode)
-    return predictions if several else predictions[0]
+    return result
+
+
+class _IndexRecorder(Sampler):
+    """A batch sampler that remembers the indices of every batch it yields (in this pass over the loader)."""
+
+    def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
+        self.batch_sampler = batch_sampler
+        self.seen: list[list[int]] = []
+        self.loader: Iterable = ()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.seen = []
+        for indices in self.batch_sampler:
+            self.seen.append(list(indices))
+            yield indices
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+
+def _record_batch_indices(loader: Iterable) -> _IndexRecorder | None:
+    """The loader rebuilt over a recording batch sampler; None (with a warning) when it has no batch sampler."""
+    if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
+        warn_once(f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")
+        return None
+    recorder = _IndexRecorder(loader.batch_sampler)
+    recorder.loader = rebuild_dataloader(loader, recorder)
+    return recorder

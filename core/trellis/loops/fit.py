@@ -52,6 +52,8 @@ class FitLoop:
         self.accumulate_grad_batches = settings.accumulate_grad_batches
         #: set by callbacks (EarlyStopping, Timer) to end training once the minimum epochs/steps are done.
         self.should_stop = False
+        #: training steps run forward only (StochasticWeightAveraging's batch-norm epoch), as Lightning's flag.
+        self._skip_backward = False
         self.epoch = 0
         #: optimizer steps (manual optimization: every optimizer's step counts).
         self.global_step = 0
