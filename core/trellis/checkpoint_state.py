@@ -45,6 +45,9 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
             "metrics": run.metrics.state_dict(),
         }
     )
+    datamodule_state = run.datamodule.state_dict() if run.datamodule is not None else None
+    if datamodule_state:  # under the DataModule's class name, as Lightning stores it
+        checkpoint[type(run.datamodule).__qualname__] = datamodule_state
     run.hooks.fire("on_save_checkpoint", checkpoint=checkpoint)
     return checkpoint
 
@@ -66,6 +69,9 @@ def restore_module(run: Run, checkpoint: dict[str, Any], with_state: bool) -> No
     for callback in run.callbacks:
         if callback.state_key in callback_states:
             callback.load_state_dict(callback_states[callback.state_key])
+    datamodule = run.datamodule
+    if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
+        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     logger_states = checkpoint.get("loggers", {})
     for logger in run.loggers:
         state = logger_states.get(_logger_key(logger))

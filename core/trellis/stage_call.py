@@ -85,6 +85,8 @@ class StageCall:
     def _build_run(self) -> Run:
         trainer, module = self.trainer, self.module
         callbacks = trainer._callbacks_for(module)
+        for callback in callbacks:  # as Lightning does: a callback's self.log is the module's
+            callback.log, callback.log_dict = module.log, module.log_dict
         manager = HookManager()
         monitoring = [callback for callback in callbacks if getattr(callback, "runs_last", False)]
         others = [callback for callback in callbacks if callback not in monitoring]
