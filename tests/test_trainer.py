@@ -189,7 +189,7 @@ def test_csv_logger_writes_metrics_and_hparams_by_default(tmp_path):
     trainer = trellis.Trainer(max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False,
                               enable_model_summary=False, log_every_n_steps=2)
     trainer.fit(TinyRegressor(lr=0.01), loader(), loader(64))
-    log_dir = tmp_path / "trellis_logs" / "version_0"
+    log_dir = tmp_path / "lightning_logs" / "version_0"
     rows = (log_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[:2] == ["step", "epoch"] and "val_loss" in rows[0]
     assert "lr: 0.01" in (log_dir / "hparams.yaml").read_text()

@@ -30,7 +30,7 @@ def test_each_run_gets_the_next_version_directory_with_its_hparams(tmp_path):
     second = CSVLogger(save_dir=tmp_path)  # while the first is still running: never the same directory
     first.save()
 
-    assert first.log_dir == os.path.join(tmp_path, "trellis_logs", "version_0")
+    assert first.log_dir == os.path.join(tmp_path, "lightning_logs", "version_0")
     assert second.version == 1
     with open(os.path.join(first.log_dir, "hparams.yaml")) as file:
         assert yaml.safe_load(file) == {"learning_rate": 0.1, "layers": [2, 3], "optimizer": {"name": "sgd"}}
@@ -112,7 +112,7 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
 
 def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_row_once(tmp_path, kit):
     kit.run_killed(tmp_path, "csv", kill_at=3)  # in on_train_batch_end of the 3rd batch, before its row is logged
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
     assert loss_steps(killed_dir / "metrics.csv") == [0, 1]
 
     with pytest.warns(UserWarning, match="killed before its first checkpoint"):
@@ -120,13 +120,13 @@ def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_row_once
         restarted.fit(kit.TinyRegression(), kit.random_loader())
 
     assert restarted.logger.log_dir == str(killed_dir)
-    assert os.listdir(tmp_path / "trellis_logs") == ["version_0"]
+    assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]
     assert loss_steps(restarted.logger.metrics_path) == list(range(8))
 
 
 def test_a_run_killed_after_a_checkpoint_stays_resumable_and_a_fresh_run_gets_its_own_version(tmp_path, kit):
     kit.run_killed(tmp_path, "csv", kill_at=5, checkpoint_at=2)
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
     before = (killed_dir / "metrics.csv").read_text()
 
     fresh = kit.quiet_trainer(max_steps=2, default_root_dir=tmp_path, enable_checkpointing=False)

@@ -39,7 +39,7 @@ class CSVLogger(Logger):
     def __init__(
         self,
         save_dir: str | os.PathLike = ".",
-        name: str = "trellis_logs",
+        name: str = "lightning_logs",
         version: int | str | None = None,
         flush_logs_every_n_steps: int = 100,
         flush_interval: float = 0.5,

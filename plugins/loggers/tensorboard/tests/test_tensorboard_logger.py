@@ -43,7 +43,7 @@ def test_fit_writes_every_step_epoch_aggregates_and_hparams_with_their_metrics(t
 
     logger = trainer.logger
     assert isinstance(logger, TensorBoardLogger)
-    assert logger.log_dir == os.path.join(tmp_path, "trellis_logs", "version_0")
+    assert logger.log_dir == os.path.join(tmp_path, "lightning_logs", "version_0")
     events = read_events(logger.log_dir)
     assert scalar_steps(events, "loss_step") == list(range(16))
     assert scalar_steps(events, "loss_epoch") == [7, 15]
@@ -89,7 +89,7 @@ def test_resume_continues_the_same_version_without_steps_logged_twice(tmp_path, 
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=checkpoints / "step=4.ckpt")
 
     assert resumed.logger.version == 0
-    assert os.listdir(tmp_path / "trellis_logs") == ["version_0"]
+    assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]
     assert len(event_files(resumed.logger.log_dir)) == 1
     assert scalar_steps(read_events(resumed.logger.log_dir), "loss_step") == list(range(8))
     assert [(step, name) for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == [
@@ -120,7 +120,7 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
 
 def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_step_once(tmp_path, kit):
     kit.run_killed(tmp_path, "tensorboard", kill_at=3)  # in on_train_batch_end of the 3rd batch, before its row
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
     assert scalar_steps(read_events(str(killed_dir)), "loss_step") == [0, 1]
 
     with pytest.warns(UserWarning, match="killed before its first checkpoint"):
@@ -142,7 +142,7 @@ def test_tensorboard_server_serves_a_logged_scalar(tmp_path, kit):
     port = kit.free_port()
     executable = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
     server = subprocess.Popen(
-        [executable, "--logdir", str(tmp_path / "trellis_logs"), "--host", "127.0.0.1", "--port", str(port),
+        [executable, "--logdir", str(tmp_path / "lightning_logs"), "--host", "127.0.0.1", "--port", str(port),
          "--load_fast", "false", "--reload_interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )

@@ -42,7 +42,7 @@ class TensorBoardLogger(Logger):
     def __init__(
         self,
         save_dir: str | os.PathLike = ".",
-        name: str = "trellis_logs",
+        name: str = "lightning_logs",
         version: int | str | None = None,
         flush_secs: float = 0.5,
         max_queue: int = 100,
