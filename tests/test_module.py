@@ -17,7 +17,7 @@ from trellis.errors import ConfigurationError
 def test_a_detached_module_has_no_trainer_and_neutral_state():
     module = TinyRegressor()
     with pytest.raises(RuntimeError, match="TinyRegressor is not attached to a Trainer"):
-        module.trainer
+        _ = module.trainer
     assert (module.current_epoch, module.global_step, module.global_rank, module.local_rank) == (0, 0, 0, 0)
     assert module.logger is None and module.loggers == []
 

@@ -73,7 +73,8 @@ def restore_module(run: Run, checkpoint: dict[str, Any], with_state: bool) -> No
     except RuntimeError as error:
         if "loading state_dict" not in str(error):  # not torch's report of missing, unexpected or reshaped weights
             raise
-        raise CheckpointMismatchError.from_load_error(str(run.trainer.ckpt_path), type(module).__name__, error) from error
+        path, name = str(run.trainer.ckpt_path), type(module).__name__
+        raise CheckpointMismatchError.from_load_error(path, name, error) from error
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
         datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     if not with_state:

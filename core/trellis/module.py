@@ -6,7 +6,7 @@ import contextlib
 import functools
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import torch
@@ -240,7 +240,8 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, DeviceDtypeModuleMi
         if isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float)):
             raise TypeError(f"gradient_clip_val must be an int or a float, not {gradient_clip_val!r}")
         if gradient_clip_algorithm not in ("norm", "value"):
-            raise ConfigurationError(f"gradient_clip_algorithm={gradient_clip_algorithm!r} is unknown: use 'norm' or 'value'")
+            raise ConfigurationError(
+                f"gradient_clip_algorithm={gradient_clip_algorithm!r} is unknown: use 'norm' or 'value'")
         if gradient_clip_val <= 0:
             return
         self.trainer.strategy.clip_gradients(getattr(optimizer, "optimizer", optimizer), float(gradient_clip_val),

@@ -74,7 +74,8 @@ def test_to_onnx_without_onnx_says_how_to_install_it(monkeypatch, tmp_path):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnx" else real_find_spec(name, *args))
     with pytest.raises(ModuleNotFoundError, match="pip install onnx"):
         Net().to_onnx(tmp_path / "net.onnx")
 
