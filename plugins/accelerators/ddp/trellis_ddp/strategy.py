@@ -189,12 +189,15 @@ class DDPStrategy(Strategy):
         dist.all_reduce(tensor, op=torch_op)
         return tensor / self.world_size if op == "mean" else tensor
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def all_gather(self, tensor: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        """sync_grads=True: gradients flow back to each process's tensor (torch.distributed.nn's all_gather)."""
         import torch.distributed as dist
 
         if not dist.is_initialized():
             return tensor
         tensor = torch.as_tensor(tensor, device=self.root_device).contiguous()
+        if sync_grads:
+            return _GatherWithGradients.apply(tensor)
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         dist.all_gather(gathered, tensor)
         return torch.stack(gathered)
@@ -261,3 +264,23 @@ def _init_process_group(backend: str, rank: int, world_size: int, timeout: datet
             ) from error
         raise
     leave_process_group_at_exit()
+
+
+class _GatherWithGradients(torch.autograd.Function):
+    """all_gather whose backward hands each process the gradients every process computed for its tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor)
+        return torch.stack(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)
+        return gradient[dist.get_rank()]
