@@ -129,6 +129,8 @@ def test_all_gather_in_one_process_returns_the_data_as_tensors_with_gradients_wh
     result = gathered[0]
     assert result["loss"].shape == () and torch.equal(result["count"], torch.tensor(3))
     assert torch.equal(result["pair"][0], torch.tensor(1.5)) and torch.equal(result["pair"][1], result["loss"])
+    detached = TinyRegressor().all_gather({"count": 3, "tensor": torch.ones(2)})  # without a Trainer: one process
+    assert torch.equal(detached["count"], torch.tensor(3)) and torch.equal(detached["tensor"], torch.ones(2))
 
 
 def test_example_input_array_is_kept():

@@ -272,11 +272,13 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, DeviceDtypeModuleMi
 
     def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
         """Gather a tensor, number or collection of them from every process: each tensor becomes
-        (world_size, ...) stacked in rank order (as it is in one process). sync_grads=True lets gradients flow
-        back through the gather."""
+        (world_size, ...) stacked in rank order (as it is in one process, or without a Trainer). sync_grads=True
+        lets gradients flow back through the gather."""
         if group is not None:
             raise ConfigurationError("all_gather(group=...) is not supported: Trellis gathers from every process")
-        strategy = self.trainer.strategy
+        if self._trainer is None:
+            return _as_tensors(data, self.device)
+        strategy = self._trainer.strategy
         gather = strategy.all_gather
         if sync_grads:
             if "sync_grads" in inspect.signature(gather).parameters:
