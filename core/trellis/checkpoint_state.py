@@ -33,7 +33,7 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
         **checkpoint_entries(module),
         **checkpoint_entries(run.datamodule),
     }
-    datamodule_state = run.datamodule.state_dict() if run.datamodule is not None else None
+    datamodule_state = getattr(run.datamodule, "state_dict", lambda: None)()
     if datamodule_state:
         checkpoint[type(run.datamodule).__qualname__] = datamodule_state
     if weights_only:
