@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import inspect
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ from trellis.selection import resolve_loggers, select
 from trellis.settings import TrainerSettings, build_settings
 from trellis.stage_call import StageCall
 from trellis.stages import FIT, PREDICT_ENTRY, TEST_ENTRY, VALIDATE, EntryPoint, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from trellis.utils.rank_zero import rank_zero_warn
+from trellis.utils.tensor_init import SkippedInit, default_dtype
 
 
 class Trainer:
@@ -231,6 +234,11 @@ class Trainer:
         return self.fit_loop.global_step
 
     @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch being run is the last of its epoch."""
+        return self.fit_loop.is_last_batch
+
+    @property
     def should_stop(self) -> bool:
         return self.fit_loop.should_stop
 
@@ -291,14 +299,60 @@ class Trainer:
         return self.strategy.is_global_zero
 
     @property
-    def logger(self) -> Logger | None:
-        return self.loggers[0] if self.loggers else None
+    def loggers(self) -> list[Logger]:
+        """Where metrics and hyperparameters go (assignable, as in Lightning: `trainer.loggers = [...]`)."""
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers: Sequence[Logger] | None) -> None:
+        self._loggers = list(loggers or [])
+        if "_log_sink" in self.__dict__:
+            self._log_sink.loggers = self._loggers
 
     @property
-    def log_dir(self) -> str:
-        """Directory of this run: the first logger's, else default_root_dir."""
-        directory = self.logger.log_dir if self.logger is not None else None
-        return directory or self.settings.default_root_dir
+    def logger(self) -> Logger | None:
+        """The first logger, None without loggers; assigning one replaces them all (None: no logger)."""
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, logger: Logger | None) -> None:
+        self.loggers = [logger] if logger is not None else []
+
+    @property
+    def log_dir(self) -> str | None:
+        """Directory of this run: the first logger's run directory (its save_dir when it has none), else
+        default_root_dir. Rank zero's, on every process: read it on all processes alike (it is broadcast)."""
+        logger = self.logger
+        if logger is None:
+            directory = self.settings.default_root_dir
+        else:
+            directory = logger.log_dir if logger.log_dir is not None else getattr(logger, "save_dir", None)
+        return self.strategy.broadcast(directory)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """print() on the first process of each machine (local rank zero)."""
+        if self.local_rank == 0:
+            print(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Build the module inside: its tensors are created on the strategy's device in the precision's dtype
+        right away, instead of on the CPU in float32 and then moved. empty_init=True leaves the weights
+        uninitialised (torch.nn.init does nothing), for a model whose weights a checkpoint will replace."""
+        strategy = self.strategy
+        sharded = type(strategy).model_init_context is not Strategy.model_init_context
+        if sharded:
+            rank_zero_warn(
+                f"trainer.init_module() builds the whole model in each process with the {type(strategy).__name__}, "
+                "before it shards it: create the layers in the module's configure_model() instead to have them "
+                "created sharded"
+            )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(SkippedInit(enabled=bool(empty_init)))
+            if not sharded:
+                stack.enter_context(strategy.root_device)
+            stack.enter_context(default_dtype(strategy.precision.param_dtype))
+            yield
 
     @property
     def lightning_module(self) -> Any:

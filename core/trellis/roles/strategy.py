@@ -233,8 +233,9 @@ class Strategy:
         """Reduce a tensor over all processes ("mean" or "sum"); identity in one process."""
         return value
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Stack a tensor from every process along a new first dimension (one process: as is)."""
+    def all_gather(self, tensor: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        """Stack a tensor from every process along a new first dimension (one process: as is); with
+        `sync_grads`, gradients flow back to each process's tensor."""
         return tensor
 
     def broadcast(self, obj: T, src: int = 0) -> T:
