@@ -35,24 +35,28 @@ class CallbackSet:
                 f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in "
                 "callbacks list: remove one of the two"
             )
-        self.defaults = _default_callbacks(progress_bar, summary, checkpointing, refresh_rate, summary_depth, bars)
+        self.defaults: list[Callback] = []
         if max_time is not None:  # Trainer(max_time=...) is a Timer, unless the user passed one
             from trellis.callbacks.timer import Timer
 
             self.defaults.append(Timer(duration=max_time, interval="step", verbose=True))
+        self.defaults += _default_callbacks(progress_bar, summary, checkpointing, refresh_rate, summary_depth, bars)
 
     def for_module(self, module: Any | None) -> list[Callback]:
         """User callbacks, replaced by the module's own of the same type; defaults only where none of their kind
         is given.
 
-        Checkpoint callbacks and EarlyStopping come last."""
+        Lightning's order: the given ones, then the defaults (timer, progress bar, summary, checkpoint), with
+        checkpoint callbacks moved last."""
+        from trellis.callbacks.checkpoint import Checkpoint
+
         from_module = list(module.configure_callbacks() or []) if module is not None else []
         module_types = {type(callback) for callback in from_module}
         chosen = [callback for callback in self.user if type(callback) not in module_types] + from_module
         for default in self.defaults:
             if not any(isinstance(callback, _kind(default)) for callback in chosen):
                 chosen.append(default)
-        return sorted(chosen, key=lambda callback: getattr(callback, "runs_last", False))
+        return sorted(chosen, key=lambda callback: isinstance(callback, Checkpoint))
 
 
 def _kind(default: Callback) -> type:
