@@ -15,6 +15,7 @@ from importlib import import_module as _import_module
 from trellis.callbacks.base import Callback
 from trellis.checkpointing import FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
 from trellis.discovery import PLUGIN_API_VERSION
+from trellis.discovery import find as find_plugin
 from trellis.discovery import load as load_plugin
 from trellis.discovery import names as plugin_names
 from trellis.errors import (
@@ -98,6 +99,7 @@ __all__ = [
     "TrellisError",
     "apply_to_tensors",
     "detect_cluster_environment",
+    "find_plugin",
     "flatten_hparams",
     "free_port",
     "fsync_directory",

@@ -109,7 +109,6 @@ def _allowed(name: str, in_tests: bool) -> bool:
     return any(name == allowed or name.startswith(allowed + ".") for allowed in USER_API_MODULES)
 
 
-@pytest.mark.xfail(strict=True, reason="migration pending (lead)")
 def test_plugins_import_the_kernel_only_through_the_plugin_api():
     offences = []
     for path in sorted((REPOSITORY / "plugins").rglob("*.py")):

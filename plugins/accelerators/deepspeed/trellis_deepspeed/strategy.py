@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import CheckpointError, ConfigurationError
-from trellis.parallel import DEFAULT_TIMEOUT, ParallelStrategy
-from trellis.plugin import ClusterEnvironment, OptimizerSetup, StepRunner, apply_to_tensors
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import (
+    DEFAULT_TIMEOUT,
+    ClusterEnvironment,
+    OptimizerSetup,
+    ParallelStrategy,
+    StepRunner,
+    TrainingSettings,
+    apply_to_tensors,
+)
 from trellis_deepspeed import checkpoint as ds_checkpoint
 from trellis_deepspeed import config as ds_config
 from trellis_deepspeed.environment import DeepSpeedLauncherEnvironment

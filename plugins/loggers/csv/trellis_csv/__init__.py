@@ -11,9 +11,8 @@ from typing import Any
 
 import yaml
 
-from trellis.plugin import Logger, global_rank, plain_value, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item
-from trellis.utils.run_lease import RunDirectory
+from trellis.plugin import BackgroundDelivery, Logger, RunDirectory, global_rank, plain_value, rank_zero_warn
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 

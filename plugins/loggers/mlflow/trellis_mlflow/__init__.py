@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from trellis.plugin import Logger, flatten_hparams, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item, hold_file, release_file
+
+from trellis.plugin import BackgroundDelivery, Logger, flatten_hparams, hold_file, rank_zero_warn, release_file
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 

@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from trellis.plugin import Logger, flatten_hparams, global_rank, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item
-from trellis.utils.run_lease import RunDirectory
+from trellis.plugin import BackgroundDelivery, Logger, RunDirectory, flatten_hparams, global_rank, rank_zero_warn
+from trellis.plugin import DeliveryItem as Item
 from trellis_tensorboard.event_file import EventFile, frame, keep_records, new_file_name, records
 
 TRELLIS_PLUGIN_API = 1

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.plugin import Logger, plain_value
-from trellis.utils.background import BackgroundDelivery, Item, hold_file, release_file
+from trellis.plugin import BackgroundDelivery, Logger, hold_file, plain_value, release_file
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 
