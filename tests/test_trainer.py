@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import trellis
 from support import TinyRegressor, loader, quiet_trainer
-from trellis.callbacks import EarlyStopping, ModelCheckpoint
+from trellis.callbacks import EarlyStopping, EarlyStoppingReason, ModelCheckpoint
 from trellis.errors import ConfigurationError, PluginNotFoundError, TrainingError
 
 
@@ -59,7 +59,8 @@ def test_early_stopping_stops_when_the_metric_stalls():
     trainer = quiet_trainer(max_epochs=20, callbacks=[stopper])
     trainer.fit(Stalls(), loader(64), loader(32))
     assert trainer.current_epoch == 3  # improvement at epoch 0, two stalls
-    assert "did not improve" in stopper.stopping_reason
+    assert stopper.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert "did not improve" in stopper.stopping_reason_message
 
 
 def test_model_checkpoint_keeps_the_best_k_and_test_uses_the_best(tmp_path):
@@ -74,7 +75,7 @@ def test_model_checkpoint_keeps_the_best_k_and_test_uses_the_best(tmp_path):
     assert checkpoint.best_model_score == scores[0]
     assert f"val_loss={scores[0]:.4f}" in checkpoint.best_model_path
     results = trainer.validate(dataloaders=loader(64), verbose=False)
-    assert results[0]["val_loss"] == pytest.approx(scores[0], rel=1e-5)
+    assert results[0]["val_loss"] == pytest.approx(float(scores[0]), rel=1e-5)  # scores are tensors, as in Lightning
 
 
 def test_resume_from_checkpoint_continues_the_run(tmp_path):
@@ -188,7 +189,7 @@ def test_csv_logger_writes_metrics_and_hparams(tmp_path):
     trainer = trellis.Trainer(logger="csv", max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False,
                               enable_model_summary=False, log_every_n_steps=2)
     trainer.fit(TinyRegressor(lr=0.01), loader(), loader(64))
-    log_dir = tmp_path / "trellis_logs" / "version_0"
+    log_dir = tmp_path / "lightning_logs" / "version_0"
     rows = (log_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[:2] == ["step", "epoch"] and "val_loss" in rows[0]
     assert "lr: 0.01" in (log_dir / "hparams.yaml").read_text()

@@ -4,7 +4,10 @@ from trellis.callbacks.base import Callback
 from trellis.datamodule import DataModule
 from trellis.module import Module
 from trellis.trainer import Trainer
+from trellis.utilities.rank_zero import share_rank_with_lightning_utilities
 from trellis.utils.seed import seed_everything
+
+share_rank_with_lightning_utilities()
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.checkpointing import FORMAT_VERSION, check_version
-from trellis.errors import ConfigurationError
+from trellis.errors import CheckpointMismatchError, ConfigurationError
+from trellis.utils.hparams import checkpoint_entries
 from trellis.utils.rank_zero import rank_zero_warn
 from trellis.utils.rng import training_rng_state
 
@@ -29,8 +30,12 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
         "epoch": progress.epoch,
         "global_step": progress.global_step,
         "state_dict": strategy.checkpoint_weights(weights_only),
-        "hyper_parameters": dict(module.hparams_initial or module.hparams),
+        **checkpoint_entries(module),
+        **checkpoint_entries(run.datamodule),
     }
+    datamodule_state = getattr(run.datamodule, "state_dict", lambda: None)()
+    if datamodule_state:  # under the DataModule's class name, as Lightning stores it
+        checkpoint[type(run.datamodule).__qualname__] = datamodule_state
     if weights_only:
         return checkpoint
     checkpoint.update(
@@ -39,7 +44,7 @@ def build_checkpoint(run: Run, weights_only: bool = False) -> dict[str, Any]:
             "optimizer_states": [strategy.optimizer_state_dict(optimizer) for optimizer in run.optimizers],
             "lr_schedulers": [config.scheduler.state_dict() for config in run.scheduler_configs],
             "precision": strategy.precision.state_dict(),
-            "callbacks": {callback.state_key: callback.state_dict() for callback in run.callbacks},
+            "callbacks": _callback_states(run.callbacks),
             "loggers": {_logger_key(logger): logger.state_dict() for logger in run.loggers},
             "rng_states": training_rng_state(strategy.accelerator),
             "metrics": run.metrics.state_dict(),
@@ -55,13 +60,25 @@ def load(run: Run, path: str, weights_only: bool = True) -> dict[str, Any]:
 
 
 def restore_module(run: Run, checkpoint: dict[str, Any], with_state: bool) -> None:
-    """The module's weights; for fit also the callbacks' and loggers' state (before on_fit_start, as Lightning
-    restores them, so loggers continue their run before anything is logged)."""
+    """The module's weights (after its on_load_checkpoint, with its strict_loading) and the DataModule's state;
+    for fit also the callbacks' and loggers' state (before on_fit_start, as Lightning restores them, so loggers
+    continue their run before anything is logged)."""
+    module, datamodule = run.module, run.datamodule
+    if with_state:
+        run.hooks.fire("on_load_checkpoint", checkpoint=checkpoint)
+    else:
+        module.on_load_checkpoint(checkpoint)
+    try:
+        run.strategy.load_module_state_dict(checkpoint["state_dict"], strict=module.strict_loading)
+    except RuntimeError as error:
+        if "loading state_dict" not in str(error):  # not torch's report of missing, unexpected or reshaped weights
+            raise
+        path, name = str(run.trainer.ckpt_path), type(module).__name__
+        raise CheckpointMismatchError.from_load_error(path, name, error) from error
+    if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
+        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     if not with_state:
-        run.strategy.load_module_state_dict(checkpoint["state_dict"])
         return
-    run.hooks.fire("on_load_checkpoint", checkpoint=checkpoint)
-    run.strategy.load_module_state_dict(checkpoint["state_dict"])
     callback_states = checkpoint.get("callbacks", {})
     for callback in run.callbacks:
         if callback.state_key in callback_states:
@@ -145,6 +162,16 @@ def _steps_held(run: Run, path: str) -> tuple[int, int] | None:
         return None
     loops = checkpoint.get("loops") or {}
     return int(checkpoint.get("global_step", 0)), int(loops.get("total_batches_done", 0))
+
+
+def _callback_states(callbacks: list[Any]) -> dict[str, Any]:
+    """Each callback's state under its state_key; callbacks without state are left out, as in Lightning."""
+    states = {}
+    for callback in callbacks:
+        state = callback.state_dict()
+        if state:
+            states[callback.state_key] = state
+    return states
 
 
 def _logger_key(logger: Any) -> str:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
-from typing import Any
+from typing import IO, Any
+
+import torch
 
 from trellis.errors import CheckpointError
 from trellis.roles.checkpoint_io import PathLike
@@ -13,11 +16,21 @@ from trellis.selection import default_checkpoint_io
 FORMAT_VERSION = 2
 
 
-def load_checkpoint_file(path: PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
-    """Load a checkpoint without a Trainer, through the default checkpoint IO plugin."""
-    checkpoint_io = default_checkpoint_io()
-    checkpoint = checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-    check_version(checkpoint, path)
+def load_checkpoint_file(path: PathLike | IO[bytes], map_location: Any = "cpu",
+                         weights_only: bool | None = True) -> dict[str, Any]:
+    """Load a checkpoint without a Trainer, through the default checkpoint IO plugin (a file object: torch.load).
+
+    weights_only=None is torch's and Lightning's default: True, except for http(s) URLs.
+    """
+    if weights_only is None:
+        weights_only = not (isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith(("http://", "https://")))
+    if isinstance(path, (str, os.PathLike)):
+        checkpoint = default_checkpoint_io().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        check_version(checkpoint, path)
+    else:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
+        check_version(checkpoint)
     return checkpoint
 
 

@@ -20,7 +20,7 @@ def _devices_on(accelerator: str, flag: str) -> Callable[[Any], tuple[dict[str, 
 def _progress_bar(value: Any) -> tuple[dict[str, Any], str]:
     if not value:
         return {"enable_progress_bar": False}, "enable_progress_bar=False"
-    return {"progress_bar_refresh_rate": int(value)}, f"callbacks=[ProgressBar(refresh_rate={value})]"
+    return {"progress_bar_refresh_rate": int(value)}, f"callbacks=[TQDMProgressBar(refresh_rate={value})]"
 
 
 def _summary(value: Any) -> tuple[dict[str, Any], str]:

@@ -135,7 +135,11 @@ class LoopMethods:
 
     @default_hook
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Backward on the (scaled) loss; the strategy and precision call it, so overriding it is honoured."""
+        """Backward on the (scaled) loss; the strategy and precision call it, so overriding it is honoured.
+        Without arguments it takes those given to manual_backward (retain_graph=True, ...)."""
+        pending = getattr(self, "_backward_arguments", None)
+        if not args and not kwargs and pending is not None:
+            args, kwargs = pending
         loss.backward(*args, **kwargs)
 
     @default_hook

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from trellis.errors import ConfigurationError
+from trellis.utils.rank_zero import rank_zero_warn
 
 
 @dataclass
@@ -37,22 +38,25 @@ class OptimizerSetup:
 _SCHEDULER_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
 
 
-def parse_optimizers(result: Any) -> OptimizerSetup:
-    """Normalise an optimizer; a list; (optimizers, schedulers); a dict; a list of dicts; or None."""
+def parse_optimizers(result: Any, automatic: bool = True) -> OptimizerSetup:
+    """Normalise an optimizer; a list; (optimizers, schedulers); a dict; a list of dicts; or None.
+
+    automatic=False (manual optimization): the user steps the schedulers, so none needs a monitored metric.
+    """
     if result is None:
         return OptimizerSetup()
     if isinstance(result, torch.optim.Optimizer):
         return OptimizerSetup([result])
     if isinstance(result, Mapping):
-        return _from_dicts([result])
+        return _from_dicts([result], automatic)
     if isinstance(result, Sequence):
         items = list(result)
         if len(items) == 2 and all(isinstance(item, Sequence) and not isinstance(item, Mapping) for item in items):
             optimizers, schedulers = list(items[0]), list(items[1])
             _check_optimizers(optimizers)
-            return OptimizerSetup(optimizers, [_scheduler_config(item, 0, None) for item in schedulers])
+            return OptimizerSetup(optimizers, [_scheduler_config(item, 0, None, automatic) for item in schedulers])
         if items and all(isinstance(item, Mapping) for item in items):
-            return _from_dicts(items)
+            return _from_dicts(items, automatic)
         _check_optimizers(items)
         return OptimizerSetup(items)
     raise ConfigurationError(
@@ -61,7 +65,7 @@ def parse_optimizers(result: Any) -> OptimizerSetup:
     )
 
 
-def _from_dicts(items: Sequence[Mapping]) -> OptimizerSetup:
+def _from_dicts(items: Sequence[Mapping], automatic: bool) -> OptimizerSetup:
     setup = OptimizerSetup()
     for index, item in enumerate(items):
         if "optimizer" not in item:
@@ -70,12 +74,12 @@ def _from_dicts(items: Sequence[Mapping]) -> OptimizerSetup:
             )
         setup.optimizers.append(item["optimizer"])
         if item.get("lr_scheduler") is not None:
-            setup.schedulers.append(_scheduler_config(item["lr_scheduler"], index, item.get("monitor")))
+            setup.schedulers.append(_scheduler_config(item["lr_scheduler"], index, item.get("monitor"), automatic))
     _check_optimizers(setup.optimizers)
     return setup
 
 
-def _scheduler_config(value: Any, optimizer_index: int, monitor: str | None) -> SchedulerConfig:
+def _scheduler_config(value: Any, optimizer_index: int, monitor: str | None, automatic: bool) -> SchedulerConfig:
     if isinstance(value, Mapping):
         unknown = set(value) - _SCHEDULER_KEYS
         if unknown or "scheduler" not in value:
@@ -88,6 +92,13 @@ def _scheduler_config(value: Any, optimizer_index: int, monitor: str | None) -> 
         config = SchedulerConfig(value, optimizer_index=optimizer_index)
     if config.interval not in ("step", "epoch"):
         raise ConfigurationError(f"lr_scheduler interval={config.interval!r}: use 'step' or 'epoch'")
+    if not automatic:  # the user steps the scheduler: what says when and with which metric is not used
+        ignored = [key for key in ("monitor", "strict") if isinstance(value, Mapping) and key in value]
+        if ignored:
+            rank_zero_warn(f"the lr scheduler dict holds {ignored}, but the keys will be ignored in manual "
+                           "optimization: step the scheduler yourself (self.lr_schedulers().step(...))", RuntimeWarning)
+        config.monitor = None
+        return config
     config.monitor = config.monitor or monitor
     if config.needs_metric and config.monitor is None:
         raise ConfigurationError(

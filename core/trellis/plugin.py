@@ -15,6 +15,7 @@ from importlib import import_module as _import_module
 from trellis.callbacks.base import Callback
 from trellis.checkpointing import FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
 from trellis.discovery import PLUGIN_API_VERSION
+from trellis.discovery import find as find_plugin
 from trellis.discovery import load as load_plugin
 from trellis.discovery import names as plugin_names
 from trellis.errors import (
@@ -34,7 +35,7 @@ from trellis.roles.checkpoint_io import CheckpointIO, PathLike
 from trellis.roles.cluster_environment import ClusterEnvironment
 from trellis.roles.logger import Logger
 from trellis.roles.precision import Precision
-from trellis.roles.strategy import Launcher, SingleDeviceStrategy, StepRunner, Strategy
+from trellis.roles.strategy import LaunchedCall, Launcher, SingleDeviceStrategy, StepRunner, Strategy, TrainingSettings
 from trellis.selection import detect_cluster_environment
 from trellis.utils.collections import apply_to_tensors, move_to_device
 from trellis.utils.hparams import flatten_hparams, plain_value
@@ -42,15 +43,26 @@ from trellis.utils.rank_zero import global_rank, rank_zero_info, rank_zero_warn,
 
 #: name -> (module, attribute) for names imported on first use.
 _LAZY: dict[str, tuple[str, str]] = {
-    "PendingItem": ("trellis.utils.pending", "Item"),
-    "PendingItems": ("trellis.utils.pending", "PendingItems"),
-    "VersionedRunDirectory": ("trellis.utils.run_directory", "VersionedRunDirectory"),
+    "BackgroundDelivery": ("trellis.utils.background", "BackgroundDelivery"),
+    "DEFAULT_TIMEOUT": ("trellis.parallel", "DEFAULT_TIMEOUT"),
+    "DeliveryItem": ("trellis.utils.background", "Item"),
+    "LocalEnvironment": ("trellis.parallel", "LocalEnvironment"),
+    "ParallelStrategy": ("trellis.parallel", "ParallelStrategy"),
+    "RankFailedError": ("trellis.parallel", "RankFailedError"),
+    "RunDirectory": ("trellis.utils.run_lease", "RunDirectory"),
+    "ScriptLauncher": ("trellis.parallel", "ScriptLauncher"),
+    "SpawnLauncher": ("trellis.parallel", "SpawnLauncher"),
+    "free_port": ("trellis.parallel", "free_port"),
     "fsync_directory": ("trellis.utils.files", "fsync_directory"),
+    "hold_file": ("trellis.utils.background", "hold_file"),
+    "join_process_group": ("trellis.parallel", "join_process_group"),
     "leave_process_group_at_exit": ("trellis.utils.process_group", "leave_process_group_at_exit"),
+    "release_file": ("trellis.utils.background", "release_file"),
 }
 
 __all__ = [
     "Accelerator",
+    "BackgroundDelivery",
     "CHECKPOINT_FORMAT_VERSION",
     "Callback",
     "CheckpointError",
@@ -58,31 +70,42 @@ __all__ = [
     "CheckpointMismatchError",
     "ClusterEnvironment",
     "ConfigurationError",
+    "DEFAULT_TIMEOUT",
+    "DeliveryItem",
     "DevicesArg",
     "HookValidationError",
+    "LaunchedCall",
     "Launcher",
+    "LocalEnvironment",
     "Logger",
     "OptimizerSetup",
     "PLUGIN_API_VERSION",
+    "ParallelStrategy",
     "PathLike",
-    "PendingItem",
-    "PendingItems",
     "PluginConflictError",
     "PluginLoadError",
     "PluginNotFoundError",
     "Precision",
+    "RankFailedError",
+    "RunDirectory",
     "SchedulerConfig",
+    "ScriptLauncher",
     "SingleDeviceStrategy",
+    "SpawnLauncher",
     "StepRunner",
     "Strategy",
     "TrainingError",
+    "TrainingSettings",
     "TrellisError",
-    "VersionedRunDirectory",
     "apply_to_tensors",
     "detect_cluster_environment",
+    "find_plugin",
     "flatten_hparams",
+    "free_port",
     "fsync_directory",
     "global_rank",
+    "hold_file",
+    "join_process_group",
     "leave_process_group_at_exit",
     "load_plugin",
     "move_to_device",
@@ -90,6 +113,7 @@ __all__ = [
     "plugin_names",
     "rank_zero_info",
     "rank_zero_warn",
+    "release_file",
     "warn_once",
 ]
 

@@ -55,8 +55,6 @@ class StageCall:
         strategy.setup_environment()
         run = self._build_run()
         trainer._run = run
-        for callback in run.callbacks:  # Lightning binds the module's logging to every callback
-            callback.log, callback.log_dict = module.log, module.log_dict
         run.metrics.start(run)
         status = TrainerStatus.INTERRUPTED
         try:
@@ -86,6 +84,8 @@ class StageCall:
     def _build_run(self) -> Run:
         trainer, module = self.trainer, self.module
         callbacks = trainer._callbacks_for(module)
+        for callback in callbacks:  # as Lightning does: a callback's self.log is the module's
+            callback.log, callback.log_dict = module.log, module.log_dict
         manager = HookManager()
         monitoring = [callback for callback in callbacks if getattr(callback, "runs_last", False)]
         others = [callback for callback in callbacks if callback not in monitoring]
@@ -117,9 +117,10 @@ class StageCall:
         loggers, the training state, then the loop."""
         module, settings = self.module, run.settings
         run.data = FitData(self.loaders, module, self.datamodule, run.strategy, settings)
-        setup = run.strategy.setup(module, lambda: parse_optimizers(module.configure_optimizers()),
-                                   settings=TrainingSettings(settings.accumulate_grad_batches,
-                                                             settings.gradient_clip_val, settings.gradient_clip_algorithm))
+        setup = run.strategy.setup(
+            module, lambda: parse_optimizers(module.configure_optimizers(), module.automatic_optimization),
+            settings=TrainingSettings(settings.accumulate_grad_batches, settings.gradient_clip_val,
+                                      settings.gradient_clip_algorithm))
         if setup is None:
             raise RuntimeError(f"{type(run.strategy).__name__}.setup returned no optimizers for fit")
         run.optimizers, run.scheduler_configs = setup.optimizers, setup.schedulers
@@ -150,12 +151,28 @@ class StageCall:
         return checkpoint_state.load(run, path, self.weights_only) if path is not None else None
 
     def _log_hyperparameters(self, run: Run) -> None:
-        datamodule = self.datamodule
-        hyperparameters = {**(datamodule.hparams if hasattr(datamodule, "hparams") else {}),
-                           **self.module.hparams_initial}
-        if run.strategy.is_global_zero:
-            for logger in run.loggers:
-                logger.log_hyperparams(hyperparameters)
+        """The module's and the DataModule's saved hyperparameters (those saved with logger=True), merged, to
+        the loggers; a name both saved with different values is an error, as in Lightning."""
+        if not run.loggers or not run.strategy.is_global_zero:
+            return
+        sources = [source for source in (self.module, self.datamodule)
+                   if source is not None and getattr(source, "_log_hyperparams", False)]
+        if not sources:
+            return
+        merged: dict[str, Any] = {}
+        for source in sources:
+            hparams = source.hparams_initial
+            clashing = [key for key in hparams.keys() & merged.keys()
+                        if key != "_class_path" and not _same_value(hparams[key], merged[key])]
+            if clashing:
+                raise ConfigurationError(
+                    f"the module and the DataModule both saved the hyperparameters {sorted(clashing)} with different "
+                    "values: rename them in one of the two, or leave them out of its save_hyperparameters(ignore=...)"
+                )
+            merged.update(hparams)
+        merged.pop("_class_path", None)  # TrellisCLI's own entry
+        for logger in run.loggers:
+            logger.log_hyperparams(merged)
 
     # -- validate, test, predict --------------------------------------------------------------------
     def _run_evaluation(self, run: Run) -> Any:
@@ -173,7 +190,7 @@ class StageCall:
                 f"{stage.loader_method}() on the module"
             )
         if stage is PREDICT:
-            return run_prediction(run, loaders, limits)
+            return run_prediction(run, loaders, limits, self.trainer.predict_loop)
         results = run_evaluation(run, stage, loaders, limits)
         if self.verbose and run.strategy.is_global_zero:
             _print_results(self.entry.verb, results)
@@ -212,6 +229,14 @@ class StageCall:
         for callback, paths in zip(trainer._callbacks_for(self.module), state["checkpoint_paths"]):
             for name, value in paths.items():
                 setattr(callback, name, value)
+
+
+def _same_value(first: Any, second: Any) -> bool:
+    if type(first) is not type(second):
+        return False
+    if isinstance(first, torch.Tensor):
+        return first is second
+    return bool(first == second)
 
 
 def _print_results(verb: str, results: Iterable[dict[str, float]]) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import inspect
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
-
-import torch
 
 from trellis import checkpoint_state, classic_flags
 from trellis.callbacks.base import Callback
@@ -18,20 +16,30 @@ from trellis.callbacks.selection import CallbackSet
 from trellis.determinism import configure_determinism
 from trellis.errors import ConfigurationError
 from trellis.hook_manager import HookManager
+from trellis.loops.evaluation import PredictLoop
 from trellis.loops.fit import FitLoop
-from trellis.loops.validation_schedule import ValidationSchedule
 from trellis.metrics import MetricStore
-from trellis.optim import SchedulerConfig
 from trellis.profilers import resolve_profiler
 from trellis.roles import Accelerator, Logger, Precision, Strategy
 from trellis.run import LogSink, Run
 from trellis.selection import resolve_loggers, select
 from trellis.settings import TrainerSettings, build_settings
 from trellis.stage_call import StageCall
-from trellis.stages import FIT, PREDICT_ENTRY, TEST_ENTRY, VALIDATE, EntryPoint, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from trellis.stages import (
+    FIT,
+    PREDICT_ENTRY,
+    TEST_ENTRY,
+    VALIDATE,
+    EntryPoint,
+    TrainerFn,
+    TrainerState,
+)
+from trellis.trainer_properties import TrainerProperties
+from trellis.utils.rank_zero import rank_zero_warn
+from trellis.utils.tensor_init import SkippedInit, default_dtype
 
 
-class Trainer:
+class Trainer(TrainerProperties):
     """Runs fit, validate, test and predict for a trellis.Module with the chosen plugins.
 
     Every flag is also readable as an attribute (`trainer.max_epochs`, `trainer.limit_val_batches`).
@@ -102,7 +110,7 @@ class Trainer:
         configure_determinism(deterministic, benchmark)
         if self.settings.fast_dev_run:  # n batches of everything, once, with nothing written
             logger, enable_checkpointing = False, False
-        plugin_list = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins is not None else [])
+        plugin_list = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins is not None else []
         selection = select(classic.get("accelerator", accelerator), classic.get("strategy", strategy),
                            classic.get("devices", devices), num_nodes, precision, plugin_list)
         self.strategy = selection.strategy
@@ -122,6 +130,7 @@ class Trainer:
         init_hooks.call("on_init_end", trainer=self)
         self.state = TrainerState()
         self.fit_loop = FitLoop(self.settings)
+        self.predict_loop = PredictLoop()
         self._metrics = MetricStore(self.strategy.reduce)
         self._log_sink = LogSink(self.loggers, self._metrics)
         self._run: Run | None = None
@@ -166,7 +175,8 @@ class Trainer:
                      weights_only)
 
     def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | os.PathLike | None = None,
-                 verbose: bool = True, datamodule: Any = None, weights_only: bool | None = None) -> list[dict[str, float]]:
+                 verbose: bool = True, datamodule: Any = None,
+                 weights_only: bool | None = None) -> list[dict[str, float]]:
         """One validation pass; returns each loader's metrics."""
         return self._evaluate(VALIDATE, "validation", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
@@ -179,9 +189,8 @@ class Trainer:
                 return_predictions: bool | None = None, ckpt_path: str | os.PathLike | None = None,
                 weights_only: bool | None = None) -> list[Any] | None:
         """predict_step over the loaders; returns the predictions (unless return_predictions=False)."""
-        predictions = self._evaluate(PREDICT_ENTRY, "predict", model, dataloaders, ckpt_path, False, datamodule,
-                                     weights_only)
-        return None if return_predictions is False else predictions
+        self.predict_loop.return_predictions = return_predictions is not False
+        return self._evaluate(PREDICT_ENTRY, "predict", model, dataloaders, ckpt_path, False, datamodule, weights_only)
 
     def _evaluate(self, entry: EntryPoint, stage: str, model: Any, dataloaders: Any, ckpt_path: Any, verbose: bool,
                   datamodule: Any, weights_only: bool | None) -> Any:
@@ -220,216 +229,30 @@ class Trainer:
     def _callbacks_for(self, module: Any) -> list[Callback]:
         return self._callback_set.for_module(module)
 
-    # -- what users read ----------------------------------------------------------------------
-    @property
-    def current_epoch(self) -> int:
-        return self.fit_loop.epoch
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """print() on the first process of each machine (local rank zero)."""
+        if self.local_rank == 0:
+            print(*args, **kwargs)
 
-    @property
-    def global_step(self) -> int:
-        return self.fit_loop.global_step
-
-    @property
-    def should_stop(self) -> bool:
-        return self.fit_loop.should_stop
-
-    @should_stop.setter
-    def should_stop(self, value: bool) -> None:
-        self.fit_loop.should_stop = value
-
-    @property
-    def callbacks(self) -> list[Callback]:
-        return self._run.callbacks if self._run is not None else self._callback_set.for_module(None)
-
-    @property
-    def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return self._metrics.callback_metrics
-
-    @property
-    def logged_metrics(self) -> dict[str, torch.Tensor]:
-        return self._metrics.logged_metrics
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        return self._metrics.progress_bar_metrics()
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return self._run.optimizers if self._run is not None else []
-
-    @optimizers.setter
-    def optimizers(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self._current_run("set optimizers").optimizers = list(optimizers)
-
-    @property
-    def lr_scheduler_configs(self) -> list[SchedulerConfig]:
-        return self._run.scheduler_configs if self._run is not None else []
-
-    @lr_scheduler_configs.setter
-    def lr_scheduler_configs(self, configs: list[SchedulerConfig]) -> None:
-        self._current_run("set lr_scheduler_configs").scheduler_configs = list(configs)
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def node_rank(self) -> int:
-        return self.strategy.node_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def logger(self) -> Logger | None:
-        return self.loggers[0] if self.loggers else None
-
-    @property
-    def log_dir(self) -> str:
-        """Directory of this run: the first logger's, else default_root_dir."""
-        directory = self.logger.log_dir if self.logger is not None else None
-        return directory or self.settings.default_root_dir
-
-    @property
-    def lightning_module(self) -> Any:
-        return self._module
-
-    model = module = lightning_module
-
-    @property
-    def datamodule(self) -> Any:
-        return self._datamodule
-
-    @property
-    def checkpoint_callbacks(self) -> list[Callback]:
-        return [callback for callback in self.callbacks if hasattr(callback, "best_model_path")]
-
-    @property
-    def checkpoint_callback(self) -> Callback | None:
-        callbacks = self.checkpoint_callbacks
-        return callbacks[0] if callbacks else None
-
-    @property
-    def sanity_checking(self) -> bool:
-        return self.state.stage == RunningStage.SANITY_CHECKING
-
-    @property
-    def training(self) -> bool:
-        return self.state.stage == RunningStage.TRAINING
-
-    @property
-    def validating(self) -> bool:
-        return self.state.stage == RunningStage.VALIDATING
-
-    @property
-    def testing(self) -> bool:
-        return self.state.stage == RunningStage.TESTING
-
-    @property
-    def predicting(self) -> bool:
-        return self.state.stage == RunningStage.PREDICTING
-
-    @property
-    def interrupted(self) -> bool:
-        return self.state.status == TrainerStatus.INTERRUPTED
-
-    @property
-    def max_epochs(self) -> int:
-        return self.fit_loop.max_epochs
-
-    @property
-    def max_steps(self) -> int:
-        return self.fit_loop.max_steps
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        return self.fit_loop.accumulate_grad_batches
-
-    @accumulate_grad_batches.setter
-    def accumulate_grad_batches(self, value: int) -> None:
-        """Changed between epochs by GradientAccumulationScheduler (takes effect at the next batch)."""
-        self.fit_loop.accumulate_grad_batches = value
-
-    @property
-    def num_training_batches(self) -> float:
-        data = self._run.data if self._run is not None else None
-        return data.num_training_batches if data is not None else float("inf")
-
-    @property
-    def num_val_batches(self) -> list[float]:
-        """Batches of each validation loader (during validate: of the loaders being run)."""
-        return self._batch_limits(RunningStage.VALIDATING)
-
-    @property
-    def num_test_batches(self) -> list[float]:
-        return self._batch_limits(RunningStage.TESTING)
-
-    @property
-    def num_predict_batches(self) -> list[float]:
-        return self._batch_limits(RunningStage.PREDICTING)
-
-    @property
-    def num_sanity_val_batches(self) -> list[float]:
-        steps = self.settings.num_sanity_val_steps
-        return [min(limit, float("inf") if steps == -1 else steps) for limit in self.num_val_batches]
-
-    def _batch_limits(self, stage: RunningStage) -> list[float]:
-        run = self._run
-        if run is None:
-            return []
-        if run.entry.loop.running_stage == stage:
-            return list(run.batch_limits)
-        return list(run.data.val_batch_limits) if stage == RunningStage.VALIDATING and run.data is not None else []
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps the fit will take (max_steps, or epochs x ceil(batches / accumulation)): what
-        OneCycleLR's total_steps wants. Requests the training loader early if configure_optimizers asks."""
-        max_steps = self.fit_loop.max_steps
-        if max_steps != -1:
-            return max_steps
-        data = self._run.data if self._run is not None else None
-        if data is None:
-            raise RuntimeError("estimated_stepping_batches is known during fit (configure_optimizers and after)")
-        if not data.train_requested:
-            data.request_train(self.fit_loop.epoch)
-        batches = data.num_training_batches
-        if math.isinf(batches):
-            return math.inf if self.fit_loop.max_epochs == -1 else batches
-        steps = math.ceil(batches / self.fit_loop.accumulate_grad_batches) * max(self.fit_loop.max_epochs, 1)
-        return steps
-
-    @property
-    def train_dataloader(self) -> Iterable | None:
-        data = self._run.data if self._run is not None else None
-        return data.train_loader if data is not None else None
-
-    @property
-    def val_dataloaders(self) -> Any:
-        data = self._run.data if self._run is not None else None
-        if data is None or not data.val_loaders:
-            return None
-        return data.val_loaders[0] if len(data.val_loaders) == 1 else data.val_loaders
-
-    @property
-    def progress_bar_callback(self) -> Callback | None:
-        from trellis.callbacks.progress_bar import ProgressBar
-
-        return next((callback for callback in self.callbacks if isinstance(callback, ProgressBar)), None)
-
-    @property
-    def validation_schedule(self) -> ValidationSchedule | None:
-        """When this fit validates (ModelCheckpoint and EarlyStopping ask it); None outside fit."""
-        return self.fit_loop.schedule
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Build the module inside: its tensors are created on the strategy's device in the precision's dtype
+        right away, instead of on the CPU in float32 and then moved. empty_init=True leaves the weights
+        uninitialised (torch.nn.init does nothing), for a model whose weights a checkpoint will replace."""
+        strategy = self.strategy
+        sharded = type(strategy).model_init_context is not Strategy.model_init_context
+        if sharded:
+            rank_zero_warn(
+                f"trainer.init_module() builds the whole model in each process with the {type(strategy).__name__}, "
+                "before it shards it: create the layers in the module's configure_model() instead to have them "
+                "created sharded"
+            )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(SkippedInit(enabled=bool(empty_init)))
+            if not sharded:
+                stack.enter_context(strategy.root_device)
+            stack.enter_context(default_dtype(strategy.precision.param_dtype))
+            yield
 
 
 def _is_datamodule(value: Any) -> bool:

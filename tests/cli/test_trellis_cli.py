@@ -207,7 +207,7 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(project):
     printed = yaml.safe_load(result.stdout)
     assert printed["model"] == {"in_features": 4, "lr": 0.3} and printed["trainer"]["max_epochs"] == 5
     assert "optimizer" in printed and "REPORT" not in result.stdout
-    assert not (project / "trellis_logs").exists()
+    assert not (project / "lightning_logs").exists()
 
 
 def test_a_config_file_with_flags_after_it_and_the_saved_config_reruns_the_same_run(project):

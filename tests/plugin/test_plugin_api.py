@@ -28,13 +28,13 @@ def test_all_is_exactly_the_public_names_sorted():
 
 
 def test_every_exported_name_resolves_to_the_kernel_object():
+    from trellis.parallel import ParallelStrategy
     from trellis.roles.accelerator import Accelerator
-    from trellis.utils.pending import PendingItems
 
     for name in trellis.plugin.__all__:
         assert getattr(trellis.plugin, name) is not None, name
     assert trellis.plugin.Accelerator is Accelerator
-    assert trellis.plugin.PendingItems is PendingItems
+    assert trellis.plugin.ParallelStrategy is ParallelStrategy
     assert trellis.plugin.PLUGIN_API_VERSION == 1
     with pytest.raises(AttributeError, match="no attribute 'Trainer'"):
         trellis.plugin.Trainer  # noqa: B018  (the user API is not the plugin API)
@@ -109,7 +109,6 @@ def _allowed(name: str, in_tests: bool) -> bool:
     return any(name == allowed or name.startswith(allowed + ".") for allowed in USER_API_MODULES)
 
 
-@pytest.mark.xfail(strict=True, reason="migration pending (lead)")
 def test_plugins_import_the_kernel_only_through_the_plugin_api():
     offences = []
     for path in sorted((REPOSITORY / "plugins").rglob("*.py")):
@@ -129,15 +128,15 @@ from trellis.testing.processes import run
 from trellis.callbacks import ModelCheckpoint
 from trellis import Trainer, discovery
 from trellis.roles import Logger
-import trellis.utils.pending
+import trellis.utils.background
 trellis.selection.detect_cluster_environment()
 """
     names = _kernel_imports(ast.parse(source))
     package_offences = [name for _, name in names if not _allowed(name, in_tests=False)]
     test_offences = [name for _, name in names if not _allowed(name, in_tests=True)]
     assert package_offences == ["trellis", "trellis.callbacks", "trellis.Trainer", "trellis.discovery", "trellis.roles",
-                                "trellis.utils.pending", "trellis.selection"]
-    assert test_offences == ["trellis.discovery", "trellis.roles", "trellis.utils.pending", "trellis.selection"]
+                                "trellis.utils.background", "trellis.selection"]
+    assert test_offences == ["trellis.discovery", "trellis.roles", "trellis.utils.background", "trellis.selection"]
 
 
 def test_plugin_api_names_no_kernel_module_plugins_cannot_see():

@@ -37,7 +37,7 @@ def test_the_command_exits_2_with_the_reason(tmp_path, capsys):
 def test_writes_a_gitignore_and_depends_on_the_compatible_trellis_releases(tmp_path):
     root = scaffold("accelerator", "acme", tmp_path)
     ignored = (root / ".gitignore").read_text().splitlines()
-    assert {"__pycache__/", "*.egg-info/", "build/", "dist/", "trellis_logs/"} <= set(ignored)
+    assert {"__pycache__/", "*.egg-info/", "build/", "dist/", "lightning_logs/"} <= set(ignored)
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     major, minor = trellis.__version__.split(".")[:2]
     assert project["dependencies"] == [f"trellis>={major}.{minor},<{major}.{int(minor) + 1}"]

@@ -1,80 +1,140 @@
-"""A progress bar readable both in a terminal and in a CI log."""
+"""ProgressBar: the base of progress bars (TQDMProgressBar, RichProgressBar, PlainProgressBar, your own).
+
+`trainer.progress_bar_callback` is the callback of this type; the Trainer adds one (TQDMProgressBar when tqdm is
+installed, else PlainProgressBar) unless `enable_progress_bar=False` or one is passed in `callbacks=`.
+"""
 
 from __future__ import annotations
 
 import math
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from trellis.callbacks.base import Callback
 from trellis.stages import TrainerFn
+from trellis.utilities.rank_zero import rank_zero_warn
 
 
 class ProgressBar(Callback):
-    """Redraws one line in a terminal (at most every `refresh_seconds`); prints plain lines elsewhere.
+    """What every progress bar knows: the trainer, the batch totals of the running stage, the metrics to show
+    (`get_metrics`), and how to `disable` and `enable` it (subclasses implement those two)."""
 
-    In a log (not a terminal) a line is printed at each tenth of an epoch and at epoch end, so a CI log
-    stays short and still shows progress.
-    """
+    def __init__(self) -> None:
+        self._trainer: Any = None
+        self._current_eval_dataloader_idx: int | None = None
 
-    def __init__(self, refresh_rate: int = 1, refresh_seconds: float = 0.1, stream: TextIO | None = None) -> None:
-        self.refresh_rate = max(1, refresh_rate)
-        self.refresh_seconds = refresh_seconds
-        self.stream = stream or sys.stdout
-        self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_draw = 0.0
-        self._started = 0.0
-        self._next_log_fraction = 0.1
-        self._draws = False
-        self._total = math.inf
+    @property
+    def trainer(self) -> Any:
+        if self._trainer is None:
+            raise TypeError(f"The `{type(self).__name__}._trainer` reference has not been set yet: it is set when "
+                            "fit, validate, test or predict starts")
+        return self._trainer
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
-        self._started = time.monotonic()
-        self._next_log_fraction = 0.1
-        self._draws = trainer.is_global_zero
-        self._total = trainer.num_training_batches
+    @property
+    def sanity_check_description(self) -> str:
+        return "Sanity Checking"
 
-    def on_train_batch_end(self, trainer: Any, batch_idx: int) -> None:
-        if not self._draws or (batch_idx + 1) % self.refresh_rate:
-            return
-        done, total = batch_idx + 1, self._total
-        if self._interactive:
-            now = time.monotonic()
-            if now - self._last_draw >= self.refresh_seconds:
-                self._last_draw = now
-                self.stream.write("\r" + self._line(trainer, done, total))
-                self.stream.flush()
-        elif math.isfinite(total) and done / total >= self._next_log_fraction and done < total:
-            self._next_log_fraction = math.floor(done / total * 10 + 1) / 10
-            self.stream.write(self._line(trainer, done, total) + "\n")
-            self.stream.flush()
+    @property
+    def train_description(self) -> str:
+        return "Training"
 
-    def on_train_epoch_end(self, trainer: Any) -> None:
-        if trainer.is_global_zero:
-            done = trainer.fit_loop.batches_done
-            ending = "\n"
-            self.stream.write(("\r" if self._interactive else "") + self._line(trainer, done, done) + ending)
-            self.stream.flush()
+    @property
+    def validation_description(self) -> str:
+        return "Validation"
 
-    def on_validation_end(self, trainer: Any) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
-            metrics = _format(trainer.progress_bar_metrics)
-            if metrics and not self._interactive:
-                self.stream.write(f"Epoch {trainer.current_epoch} validation: {metrics}\n")
-                self.stream.flush()
+    @property
+    def test_description(self) -> str:
+        return "Testing"
 
-    def _line(self, trainer: Any, done: int, total: float) -> str:
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        total_text = str(int(total)) if math.isfinite(total) else "?"
-        bar = ""
-        if math.isfinite(total) and total:
-            filled = int(20 * done / total)
-            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-        metrics = _format(trainer.progress_bar_metrics)
-        return (f"Epoch {trainer.current_epoch}: {bar}{done}/{total_text} "
-                f"{done / elapsed:.1f} it/s" + (f" {metrics}" if metrics else ""))
+    @property
+    def predict_description(self) -> str:
+        return "Predicting"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Training batches of this epoch (fewer when max_steps ends training first with max_epochs=-1; inf for
+        a loader of unknown length)."""
+        trainer = self.trainer
+        if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
+            return min(trainer.num_training_batches, trainer.max_steps - trainer.global_step)
+        return trainer.num_training_batches
+
+    @property
+    def total_val_batches_current_dataloader(self) -> int | float:
+        trainer = self.trainer
+        batches = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+        return batches[self._current_eval_dataloader_idx or 0] if batches else 0
+
+    @property
+    def total_test_batches_current_dataloader(self) -> int | float:
+        batches = self.trainer.num_test_batches
+        return batches[self._current_eval_dataloader_idx or 0] if batches else 0
+
+    @property
+    def total_predict_batches_current_dataloader(self) -> int | float:
+        batches = self.trainer.num_predict_batches
+        return batches[self._current_eval_dataloader_idx or 0] if batches else 0
+
+    @property
+    def total_val_batches(self) -> int | float:
+        """Validation batches of all loaders in this epoch (0 when the epoch does not validate)."""
+        trainer = self.trainer
+        schedule = trainer.validation_schedule
+        if trainer.state.fn == TrainerFn.FITTING and schedule is not None and not schedule.epoch_due(trainer.current_epoch):
+            return 0
+        return sum(trainer.num_val_batches)
+
+    def has_dataloader_changed(self, dataloader_idx: int) -> bool:
+        previous, self._current_eval_dataloader_idx = self._current_eval_dataloader_idx, dataloader_idx
+        return previous != dataloader_idx
+
+    def reset_dataloader_idx_tracker(self) -> None:
+        self._current_eval_dataloader_idx = None
+
+    def disable(self) -> None:
+        """Stop displaying (the Trainer calls it on processes other than global rank zero)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement disable()")
+
+    def enable(self) -> None:
+        """Display again after disable()."""
+        raise NotImplementedError(f"{type(self).__name__} must implement enable()")
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """Print without breaking the bar's display."""
+        print(*args, **kwargs)
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._trainer = trainer
+        if not trainer.is_global_zero:
+            self.disable()
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, int | str | float | dict[str, float]]:
+        """What the bar shows: the loggers' version (`v_num`) and the metrics logged with prog_bar=True."""
+        standard = get_standard_metrics(trainer)
+        logged = trainer.progress_bar_metrics
+        duplicates = sorted(standard.keys() & logged.keys())
+        if duplicates:
+            rank_zero_warn(
+                f"The progress bar already tracks a metric with the name(s) '{', '.join(duplicates)}' and "
+                f"`self.log('{duplicates[0]}', ..., prog_bar=True)` will overwrite this value. If this is undesired, "
+                "change the name or override `get_metrics()` in the progress bar callback."
+            )
+        return {**standard, **logged}
 
 
-def _format(metrics: dict[str, float]) -> str:
-    return " ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
+def get_standard_metrics(trainer: Any) -> dict[str, int | str]:
+    """`v_num`: the version of the loggers' run (the last 4 characters of a long string version)."""
+    loggers = trainer.loggers
+    if not loggers:
+        return {}
+    if len(loggers) == 1:
+        version = loggers[0].version
+    else:
+        version = "_".join(dict.fromkeys(str(logger.version) for logger in loggers))
+    if version in ("", None):
+        return {}
+    return {"v_num": version[-4:] if isinstance(version, str) else version}
+
+
+def finite_or_none(total: int | float | None) -> int | None:
+    """A batch total for a display, which cannot show inf or nan (None: unknown)."""
+    return None if total is None or math.isinf(total) or math.isnan(total) else int(total)

@@ -7,25 +7,27 @@ import time
 from typing import Any
 
 from trellis.callbacks.base import Callback
+from trellis.callbacks.messages import info
 from trellis.errors import ConfigurationError
 from trellis.utils.durations import duration_seconds
-from trellis.utils.rank_zero import rank_zero_info
 
-STAGES = ("train", "validate", "test")
+#: the stages timed, by Lightning's RunningStage values.
+STAGES = ("train", "sanity_check", "validate", "test", "predict")
 
 
 class Timer(Callback):
     """Tracks start and end time of the train, validate and test stages; stops fit once `duration` is spent.
 
-    `duration` takes what Trainer(max_time=...) takes. The check runs after each training batch
-    (interval="step") or each epoch (interval="epoch"). The elapsed training time is saved in checkpoints,
-    so a resumed run keeps counting from where it stopped.
+    `duration` takes what Trainer(max_time=...) takes. The check runs when fit starts (a restored timer may be
+    spent already) and after each training batch (interval="step") or epoch (interval="epoch"). The elapsed
+    training time is saved in checkpoints, so a resumed run keeps counting from where it stopped.
     """
 
     def __init__(self, duration: float | str | datetime.timedelta | dict[str, float] | None = None,
                  interval: str = "step", verbose: bool = True) -> None:
         if interval not in ("step", "epoch"):
-            raise ConfigurationError(f"Timer(interval={interval!r}): use 'step' or 'epoch'")
+            raise ConfigurationError(
+                f"Unsupported parameter value `Timer(interval={interval})`. Possible choices are: step, epoch")
         self.duration = duration_seconds(duration)
         self.interval = interval
         self.verbose = verbose
@@ -42,7 +44,8 @@ class Timer(Callback):
 
     def time_elapsed(self, stage: str = "train") -> float:
         """Seconds spent in the stage (training includes the time restored from a checkpoint)."""
-        start, end = self._start[_checked(stage)], self._end[stage]
+        stage = _checked(stage)
+        start, end = self._start[stage], self._end[stage]
         offset = self._offset if stage == "train" else 0.0
         if start is None:
             return offset
@@ -57,47 +60,47 @@ class Timer(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._offset = state.get("time_elapsed", {}).get("train", 0.0)
 
-    def on_train_start(self) -> None:
-        self._begin("train")
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start["train"] = time.monotonic()
 
-    def on_train_end(self) -> None:
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._end["train"] = time.monotonic()
 
-    def on_validation_start(self, trainer: Any) -> None:
-        if not trainer.sanity_checking:
-            self._begin("validate")
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start["validate"] = time.monotonic()
 
-    def on_validation_end(self, trainer: Any) -> None:
-        if not trainer.sanity_checking:
-            self._end["validate"] = time.monotonic()
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._end["validate"] = time.monotonic()
 
-    def on_test_start(self) -> None:
-        self._begin("test")
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start["test"] = time.monotonic()
 
-    def on_test_end(self) -> None:
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         self._end["test"] = time.monotonic()
 
-    def on_train_batch_end(self, trainer: Any) -> None:
-        if self.interval == "step":
-            self._stop_when_spent(trainer)
+    def on_fit_start(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if self.duration is not None:  # a timer restored from a checkpoint may be spent already
+            self._check_time_remaining(trainer)
 
-    def on_train_epoch_end(self, trainer: Any) -> None:
-        if self.interval == "epoch":
-            self._stop_when_spent(trainer)
+    def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if self.interval == "step" and self.duration is not None:
+            self._check_time_remaining(trainer)
 
-    def _begin(self, stage: str) -> None:
-        self._start[stage], self._end[stage] = time.monotonic(), None
+    def on_train_epoch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if self.interval == "epoch" and self.duration is not None:
+            self._check_time_remaining(trainer)
 
-    def _stop_when_spent(self, trainer: Any) -> None:
-        if self.duration is None or self.time_elapsed("train") < self.duration:
-            return
-        if not trainer.should_stop and self.verbose:
-            rank_zero_info(f"Timer: the training time of {datetime.timedelta(seconds=self.duration)} is spent; "
-                           "stopping")
-        trainer.should_stop = True
+    def _check_time_remaining(self, trainer: Any) -> None:
+        assert self.duration is not None
+        should_stop = trainer.strategy.broadcast(self.time_elapsed() >= self.duration)
+        trainer.should_stop = trainer.should_stop or should_stop
+        if should_stop and self.verbose:
+            elapsed = datetime.timedelta(seconds=int(self.time_elapsed("train")))
+            info(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
 
 
 def _checked(stage: str) -> str:
+    stage = getattr(stage, "value", stage)
     if stage not in STAGES:
         raise ConfigurationError(f"Timer stage {stage!r} is not one of {STAGES}")
     return stage

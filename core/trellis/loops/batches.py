@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.hookspecs import is_overridden
-from trellis.roles import Precision
+from trellis.roles import Precision, Strategy
 
 if TYPE_CHECKING:
     from trellis.run import Run
@@ -30,16 +30,18 @@ def batch_transfer(run: Run, dataloader_idx: int = 0) -> Callable[[Any], Any]:
     before = _override(run, "on_before_batch_transfer")
     transfer = _override(run, "transfer_batch_to_device")
     after = _override(run, "on_after_batch_transfer")
+    # a strategy's own batch_to_device(batch) finds its device itself; the role's takes it, found once here
+    to_device = (functools.partial(strategy.batch_to_device, device=device)
+                 if type(strategy).batch_to_device is Strategy.batch_to_device else strategy.batch_to_device)
     if convert is None and before is None and transfer is None and after is None:
-        return functools.partial(strategy.batch_to_device, device=device)
+        return to_device
 
     def move(batch: Any) -> Any:
         if convert is not None:
             batch = convert(batch)
         if before is not None:
             batch = before(batch, dataloader_idx)
-        batch = transfer(batch, device, dataloader_idx) if transfer is not None else strategy.batch_to_device(
-            batch, device)
+        batch = transfer(batch, device, dataloader_idx) if transfer is not None else to_device(batch)
         return after(batch, dataloader_idx) if after is not None else batch
 
     return move

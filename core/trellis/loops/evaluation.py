@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader, Sampler
 
+from trellis.data import rebuild_dataloader
 from trellis.hookspecs import is_overridden
 from trellis.loops.batches import ModuleMode, batch_transfer
 from trellis.loops.optimization import log_classic_result, takes_batch_index
 from trellis.stages import PREDICT, TEST, LoopStage
+from trellis.utils.collections import move_to_device
+from trellis.utils.rank_zero import warn_once
 
 if TYPE_CHECKING:
     from trellis.run import Run
@@ -69,9 +73,8 @@ def run_evaluation(
     step = strategy.step_function(stage.step_method)
     with_index = takes_batch_index(getattr(module, stage.step_method))
     step_boundary = strategy.accelerator.step_boundary
-    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
     per_loader: list[dict[str, torch.Tensor]] = []
-    with grad_context():
+    with _no_grad_context(run)():
         for loader_index, loader in enumerate(loaders):
             limit = limits[loader_index]
             move = batch_transfer(run, loader_index)
@@ -120,11 +123,49 @@ def run_evaluation(
     return [{name: float(value) for name, value in logged.items()} for logged in per_loader]
 
 
-def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> list[Any]:
-    """Run predict_step over every loader; returns the predictions (a list per loader when several)."""
+def _no_grad_context(run: Run) -> Callable[[], Any]:
+    """inference_mode where the Trainer asks for it and the device supports it, else no_grad."""
+    if run.settings.inference_mode and run.strategy.accelerator.supports_inference_mode:
+        return torch.inference_mode
+    return torch.no_grad
+
+
+class PredictLoop:
+    """What trainer.predict leaves to read (`trainer.predict_loop`): the predictions, moved to the CPU, and for
+    prediction writers the dataset indices of each batch's samples, as Lightning's predict loop keeps them."""
+
+    def __init__(self) -> None:
+        #: whether trainer.predict returns (and so keeps) the predictions; set by each call.
+        self.return_predictions = True
+        self._predictions: list[list[Any]] = []
+        #: loaders x batches x sample indices, kept while an epoch-interval writer runs.
+        self.epoch_batch_indices: list[list[list[int]]] = []
+        #: the sample indices of the batch being predicted (for batch-interval writers).
+        self.current_batch_indices: list[int] = []
+
+    @property
+    def predictions(self) -> list[Any]:
+        """Each batch's prediction; a list per loader when there are several."""
+        if not self._predictions:
+            return self._predictions
+        return self._predictions[0] if len(self._predictions) == 1 else self._predictions
+
+
+def run_prediction(run: Run, loaders: list[Iterable], limits: list[float], loop: PredictLoop) -> list[Any] | None:
+    """Run predict_step over every loader; returns the predictions (a list per loader when several), or None
+    when `loop.return_predictions` is off."""
+    from trellis.callbacks.prediction_writer import BasePredictionWriter
+
     strategy, hooks = run.strategy, run.hooks
     several = len(loaders) > 1
-    predictions: list[list[Any]] = [[] for _ in loaders]
+    writers = [callback for callback in run.callbacks if isinstance(callback, BasePredictionWriter)]
+    on_epoch = any(writer.interval.on_epoch for writer in writers)
+    on_batch = any(writer.interval.on_batch for writer in writers)
+    keeps = loop.return_predictions or on_epoch
+    recorders = [_record_batch_indices(loader) if writers else None for loader in loaders]
+    loop._predictions = [[] for _ in loaders]
+    loop.epoch_batch_indices = [[] for _ in loaders]
+    loop.current_batch_indices = []
     evaluation = _Evaluation(run, PREDICT)
     mode = evaluation.to_eval_mode()
     run.metrics.begin_prediction()
@@ -132,14 +173,21 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> li
     hooks.fire(PREDICT.hook("epoch_start"))
     step = strategy.step_function(PREDICT.step_method)
     with_index = takes_batch_index(getattr(run.module, PREDICT.step_method))
-    grad_context = torch.inference_mode if run.settings.inference_mode else torch.no_grad
-    with grad_context():
-        for loader_index, loader in enumerate(loaders):
+    cpu = torch.device("cpu")
+    with _no_grad_context(run)():
+        for loader_index, (loader, recorder) in enumerate(zip(loaders, recorders)):
             move = batch_transfer(run, loader_index)
-            for batch_index, batch in enumerate(strategy.process_dataloader(loader)):
+            source = recorder.loader if recorder is not None else loader
+            for batch_index, batch in enumerate(strategy.process_dataloader(source)):
                 if batch_index >= limits[loader_index]:
                     break
                 batch = move(batch)
+                if recorder is not None and recorder.seen:
+                    indices = recorder.seen[batch_index]
+                    if on_epoch:
+                        loop.epoch_batch_indices[loader_index].append(indices)
+                    if on_batch:
+                        loop.current_batch_indices = indices
                 hooks.fire(PREDICT.hook("batch_start"), batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
                 outer_hook, run.metrics.fx = run.metrics.fx, PREDICT.step_method
@@ -149,9 +197,42 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float]) -> li
                     run.metrics.fx = outer_hook
                 hooks.fire(PREDICT.hook("batch_end"), outputs=output, batch=batch, batch_idx=batch_index,
                            dataloader_idx=loader_index)
-                predictions[loader_index].append(output)
+                if keeps:
+                    loop._predictions[loader_index].append(move_to_device(output, cpu))
                 strategy.accelerator.step_boundary()
     hooks.fire(PREDICT.hook("epoch_end"))
+    result = loop.predictions if loop.return_predictions else None
+    if not loop.return_predictions:
+        loop._predictions = []
+    loop.epoch_batch_indices = []
     hooks.fire(PREDICT.hook("end"))
     evaluation.restore_mode(mode)
-    return predictions if several else predictions[0]
+    return result
+
+
+class _IndexRecorder(Sampler):
+    """A batch sampler that remembers the indices of every batch it yields (in this pass over the loader)."""
+
+    def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
+        self.batch_sampler = batch_sampler
+        self.seen: list[list[int]] = []
+        self.loader: Iterable = ()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.seen = []
+        for indices in self.batch_sampler:
+            self.seen.append(list(indices))
+            yield indices
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+
+def _record_batch_indices(loader: Iterable) -> _IndexRecorder | None:
+    """The loader rebuilt over a recording batch sampler; None (with a warning) when it has no batch sampler."""
+    if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
+        warn_once(f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")
+        return None
+    recorder = _IndexRecorder(loader.batch_sampler)
+    recorder.loader = rebuild_dataloader(loader, recorder)
+    return recorder

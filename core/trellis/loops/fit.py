@@ -52,6 +52,8 @@ class FitLoop:
         self.accumulate_grad_batches = settings.accumulate_grad_batches
         #: set by callbacks (EarlyStopping, Timer) to end training once the minimum epochs/steps are done.
         self.should_stop = False
+        #: training steps run forward only (StochasticWeightAveraging's batch-norm epoch), as Lightning's flag.
+        self._skip_backward = False
         self.epoch = 0
         #: optimizer steps (manual optimization: every optimizer's step counts).
         self.global_step = 0
@@ -68,6 +70,8 @@ class FitLoop:
         self.epoch_complete = False
         #: the last batch ended with an optimizer step (its metrics go to the loggers, its schedulers step).
         self.stepped = False
+        #: the batch being trained on is the epoch's last (trainer.is_last_batch).
+        self.is_last_batch = False
         #: RNG state (and explicit generators') just before this epoch's loader iterator was made.
         self.epoch_start_rng: dict[str, Any] | None = None
         #: RNG state of a checkpoint, applied where its run resumes.
@@ -311,7 +315,7 @@ class _Epochs:
                 break
             loop.batches_done = done = batch_index + 1
             loop.total_batches_done += 1
-            is_last = is_last or done >= limit
+            is_last = loop.is_last_batch = is_last or done >= limit
             steps_now = done % loop.accumulate_grad_batches == 0 or is_last
             step = loop.global_step
             outputs = run_batch(batch, batch_index, steps_now)

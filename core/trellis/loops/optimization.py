@@ -210,6 +210,7 @@ class Optimization:
         else:
             arguments = (batch, batch_index) if self._with_index else (batch,)
         zero_grad_now = batch_index % accumulate == 0 or optimizer_index > 0
+        skip_backward = run.fit_loop._skip_backward
 
         def closure() -> torch.Tensor | None:
             outputs = step_function(*arguments)
@@ -224,6 +225,8 @@ class Optimization:
                 return None
             if accumulate > 1:
                 loss = loss / accumulate
+            if skip_backward:
+                return loss
             if self._plain_backward:
                 loss.backward()
             else:

@@ -39,16 +39,39 @@ def reduce(value: Any, device: torch.device, op: str = "mean") -> Any:
     return tensor / dist.get_world_size() if op == "mean" else tensor
 
 
-def all_gather(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A tensor from every process, stacked along a new first dimension in rank order."""
+def all_gather(tensor: torch.Tensor, device: torch.device, sync_grads: bool = False) -> torch.Tensor:
+    """A tensor from every process, stacked along a new first dimension in rank order; with `sync_grads`,
+    gradients flow back to each process's tensor from every process's use of the result."""
     import torch.distributed as dist
 
     if not _group_ready():
         return tensor
     tensor = torch.as_tensor(tensor, device=device).contiguous()
+    if sync_grads:
+        return _GatherWithGradients.apply(tensor)
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, tensor)
     return torch.stack(gathered)
+
+
+class _GatherWithGradients(torch.autograd.Function):
+    """all_gather whose backward hands each process the gradients every process computed for its tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor)
+        return torch.stack(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)
+        return gradient[dist.get_rank()]
 
 
 def broadcast(obj: T, src: int = 0) -> T:

@@ -16,9 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from trellis.errors import ConfigurationError
 from trellis.parallel.environment import LAUNCHED_VARIABLE, LAUNCHER_PID_VARIABLE
@@ -26,7 +25,9 @@ from trellis.parallel.failures import RECORD_VARIABLE, FailureRecord, describe_e
 from trellis.parallel.ports import rendezvous_port
 from trellis.preemption import PREEMPTED_EXIT_CODE
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from trellis.roles.strategy import LaunchedCall
+
 POLL_SECONDS = 0.05
 #: how long this process's main thread may take to notice another rank's failure and unwind.
 UNWIND_SECONDS = 1.0
@@ -52,7 +53,7 @@ def script_command() -> list[str]:
 
 
 class ScriptLauncher:
-    """Starts local ranks 1..N-1 of this node as copies of this script, then runs the function here as rank 0."""
+    """Starts local ranks 1..N-1 of this node as copies of this script, then runs the call here as rank 0."""
 
     def __init__(self, num_devices: int, num_nodes: int) -> None:
         self.num_devices, self.num_nodes = num_devices, num_nodes
@@ -62,11 +63,11 @@ class ScriptLauncher:
         self._stop_lock = threading.Lock()
         self._stopped = False
 
-    def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def launch(self, call: LaunchedCall) -> Any:
         if self.record is None:
             self._start_children()
         try:
-            return function(*args, **kwargs)
+            return call()
         except SystemExit:  # preemption (every rank saved and exits 75) or the user's own exit: not a failure
             raise
         except BaseException:

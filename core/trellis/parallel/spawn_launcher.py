@@ -14,8 +14,7 @@ import pickle
 import signal
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,7 +23,9 @@ from trellis.parallel.environment import LAUNCHER_PID_VARIABLE
 from trellis.parallel.failures import SETTLE_SECONDS, describe_exit
 from trellis.parallel.ports import rendezvous_port
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from trellis.roles.strategy import LaunchedCall
+
 POLL_SECONDS = 0.02
 
 
@@ -38,7 +39,7 @@ class SpawnLauncher:
     def __init__(self, num_devices: int, start_method: str) -> None:
         self.num_devices, self.start_method = num_devices, start_method
 
-    def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def launch(self, call: LaunchedCall) -> Any:
         import torch.multiprocessing as mp
 
         address = os.environ.get("MASTER_ADDR", "127.0.0.1")
@@ -47,7 +48,7 @@ class SpawnLauncher:
         messages = context.SimpleQueue()
         # Spawned processes get a copy made by plain pickle: torch.multiprocessing would move the parameters
         # into shared memory, and every rank would then step the same weights.
-        work = pickle.dumps((function, args, kwargs)) if self.start_method == "spawn" else (function, args, kwargs)
+        work = pickle.dumps(call) if self.start_method == "spawn" else call
         processes = [
             context.Process(
                 target=_run_rank,
@@ -63,7 +64,7 @@ class SpawnLauncher:
         except BaseException:  # an interrupt while waiting (a notebook's stop button) leaves no rank behind
             _kill(processes)
             raise
-        function.adopt(outcome["state"])
+        call.adopt(outcome["state"])
         return outcome["result"]
 
 
@@ -72,9 +73,9 @@ def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, 
         "MASTER_ADDR": address, "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size), "NODE_RANK": "0",
         "LOCAL_RANK": str(rank), "RANK": str(rank), LAUNCHER_PID_VARIABLE: str(parent),
     })
-    function, args, kwargs = pickle.loads(work) if isinstance(work, bytes) else work
+    call = pickle.loads(work) if isinstance(work, bytes) else work
     try:
-        result = function(*args, **kwargs)
+        result = call()
     except BaseException:
         messages.put(("error", rank, traceback.format_exc()))  # the launching process shows the cause's
         os._exit(1)
@@ -83,7 +84,7 @@ def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, 
     if dist.is_initialized():
         dist.destroy_process_group()
     if rank == 0:
-        messages.put(("done", _to_bytes({"result": result, "state": function.handoff()})))
+        messages.put(("done", _to_bytes({"result": result, "state": call.handoff()})))
 
 
 def _wait(processes: list, messages: Any) -> dict[str, Any]:

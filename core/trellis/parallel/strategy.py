@@ -146,8 +146,8 @@ class ParallelStrategy(Strategy):
     def reduce(self, value: Any, op: str = "mean") -> Any:
         return collectives.reduce(value, self.root_device, op)
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return collectives.all_gather(tensor, self.root_device)
+    def all_gather(self, tensor: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        return collectives.all_gather(tensor, self.root_device, sync_grads)
 
     def broadcast(self, obj: T, src: int = 0) -> T:
         return collectives.broadcast(obj, src)

@@ -35,6 +35,8 @@ class Accelerator:
     #: the device runs recorded graphs asynchronously (XLA): reading a tensor on the host stalls it, so the
     #: fit loop checks the loss for NaN/inf at epoch ends instead of after every step.
     defers_execution: ClassVar[bool] = False
+    #: evaluation may run under torch.inference_mode (XLA's tensors do not support it: no_grad is used instead).
+    supports_inference_mode: ClassVar[bool] = True
 
     @classmethod
     def is_available(cls) -> bool:

@@ -39,10 +39,29 @@ class TrainingSettings:
     gradient_clip_algorithm: str = "norm"
 
 
-class Launcher(Protocol):
-    """Starts the processes a strategy needs and runs `function` in each (this one included)."""
+class LaunchedCall(Protocol):
+    """One Trainer entry-point call, as a launcher runs it (the kernel's StageCall).
 
-    def launch(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+    Launchers whose workers are other processes (spawn) call `handoff()` in rank zero after the call and
+    `adopt(state)` with it in the launching process, so the user's objects there end as trained as the
+    workers'; a launcher never reaches into the Trainer.
+    """
+
+    def __call__(self) -> Any: ...
+
+    def handoff(self) -> dict[str, Any]:
+        """What the launching process needs (weights, progress, metrics), as CPU tensors and plain values."""
+        ...
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Load what rank zero's handoff() returned."""
+        ...
+
+
+class Launcher(Protocol):
+    """Starts the processes a strategy needs and runs the call in each (this one included); returns its result."""
+
+    def launch(self, call: LaunchedCall) -> Any: ...
 
 
 class StepRunner(torch.nn.Module):
@@ -214,8 +233,9 @@ class Strategy:
         """Reduce a tensor over all processes ("mean" or "sum"); identity in one process."""
         return value
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Stack a tensor from every process along a new first dimension (one process: as is)."""
+    def all_gather(self, tensor: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        """Stack a tensor from every process along a new first dimension (one process: as is); with
+        `sync_grads`, gradients flow back to each process's tensor."""
         return tensor
 
     def broadcast(self, obj: T, src: int = 0) -> T:

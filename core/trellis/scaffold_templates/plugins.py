@@ -12,7 +12,9 @@ import os
 
 import torch
 
-from trellis.roles import Accelerator
+from trellis.plugin import Accelerator
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 #: how many stand-in devices (all of them the host CPU) to pretend to have; set it to 2 to try DDP.
 STANDIN_DEVICES_VARIABLE = "${env_prefix}_STANDIN_DEVICES"
@@ -71,7 +73,9 @@ from __future__ import annotations
 
 import torch
 
-from trellis.roles import Strategy
+from trellis.plugin import Strategy
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 
 class ${cls}(Strategy):
@@ -92,7 +96,9 @@ import contextlib
 
 import torch
 
-from trellis.roles import Precision
+from trellis.plugin import Precision
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 
 class ${cls}(Precision):
@@ -119,10 +125,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.plugin import Logger, global_rank
-from trellis.utils.run_lease import RunDirectory
+from trellis.plugin import Logger, RunDirectory, global_rank
 
-TRELLIS_PLUGIN_API = 1
+TRELLIS_PLUGIN_API = ${plugin_api}
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -196,8 +201,9 @@ from typing import Any
 
 import torch
 
-from trellis.roles import CheckpointIO
-from trellis.roles.checkpoint_io import PathLike
+from trellis.plugin import CheckpointIO, PathLike
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 
 class ${cls}(CheckpointIO):
@@ -230,7 +236,9 @@ from __future__ import annotations
 
 import os
 
-from trellis.roles import ClusterEnvironment
+from trellis.plugin import ClusterEnvironment
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 # TODO: the variables your launcher sets.
 WORLD_SIZE, RANK = "${env_prefix}_WORLD_SIZE", "${env_prefix}_RANK"
@@ -276,6 +284,8 @@ from __future__ import annotations
 from typing import Any
 
 import trellis
+
+TRELLIS_PLUGIN_API = ${plugin_api}
 
 
 class ${cls}(trellis.Callback):

@@ -76,7 +76,7 @@ dist/
 .pytest_cache/
 .venv/
 # what a Trainer writes when you try the plugin from this folder
-trellis_logs/
+lightning_logs/
 *.ckpt
 '''
 

@@ -130,7 +130,8 @@ def _read_back(logger: Any, when: str) -> list[Point]:
 
 def _expect_each_step_once(points: list[Point], run: str, steps: int,
                            expected: dict[int, float] | None = None) -> dict[int, float]:
-    """Every (step, name) once, METRIC at steps 1..steps, with the expected values; METRIC by step."""
+    """Every (step, name) once, METRIC at steps 0..steps-1 (a fit logs batch n at step n-1, as Lightning does),
+    with the expected values; METRIC by step."""
     twice = sorted(key for key, count in Counter((step, name) for step, name, _ in points).items() if count > 1)
     if twice:
         raise ConformanceFailure(
@@ -138,9 +139,9 @@ def _expect_each_step_once(points: list[Point], run: str, steps: int,
             "must drop (or not write again) what the interrupted run wrote after the checkpoint"
         )
     values = {step: value for step, name, value in points if name == METRIC}
-    if sorted(values) != list(range(1, steps + 1)):
+    if sorted(values) != list(range(steps)):
         raise ConformanceFailure(
-            f"after {run}, read_back() has {METRIC} at steps {sorted(values)}, not at steps 1..{steps}: a step is "
+            f"after {run}, read_back() has {METRIC} at steps {sorted(values)}, not at steps 0..{steps - 1}: a step is "
             "missing, or rows of another run are mixed in"
         )
     if expected is not None:

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from trellis.utilities.exceptions import MisconfigurationException
-from trellis.utilities.grads import grad_norm
 from trellis.utilities.flops import measure_flops
+from trellis.utilities.grads import grad_norm
 from trellis.utilities.rank_zero import (
     rank_zero_debug,
     rank_zero_deprecation,

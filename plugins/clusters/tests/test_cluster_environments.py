@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trellis.errors import ConfigurationError
-from trellis.selection import detect_cluster_environment
+from trellis.plugin import detect_cluster_environment
 from trellis_clusters.kubeflow import KubeflowEnvironment
 from trellis_clusters.lsf import LSFEnvironment
 from trellis_clusters.mpi import MPIEnvironment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from trellis.roles import ClusterEnvironment
+from trellis.plugin import ClusterEnvironment
 from trellis_clusters._variables import all_set, check_layout, read_int
 
 _LAUNCHER = "the Kubeflow PyTorchJob operator"

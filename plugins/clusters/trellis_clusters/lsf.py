@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from trellis.errors import ConfigurationError
-from trellis.roles import ClusterEnvironment
+from trellis.plugin import ClusterEnvironment
 from trellis_clusters._variables import all_set, check_layout, port_from_job_id, read_int
 
 _LAUNCHER = "LSF (jsrun)"

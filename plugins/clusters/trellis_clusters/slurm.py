@@ -7,8 +7,7 @@ import re
 import subprocess
 
 from trellis.errors import ConfigurationError
-from trellis.roles import ClusterEnvironment
-from trellis.utils.rank_zero import warn_once
+from trellis.plugin import ClusterEnvironment, warn_once
 from trellis_clusters._variables import check_layout, port_from_job_id, read_int
 
 _LAUNCHER = "SLURM (srun)"

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.roles import Accelerator
-from trellis.roles.accelerator import DevicesArg
+from trellis.plugin import Accelerator, DevicesArg
 
 TRELLIS_PLUGIN_API = 1
 

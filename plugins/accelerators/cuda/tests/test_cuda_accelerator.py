@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import trellis
-from trellis import discovery
 from trellis.errors import ConfigurationError
+from trellis.plugin import find_plugin, load_plugin
 from trellis_cuda import CUDAAccelerator
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
@@ -62,12 +62,12 @@ def test_devices_beyond_what_is_visible_are_refused(four_gpus, devices, message)
 
 @pytest.mark.parametrize("name", ["cuda", "gpu"])
 def test_entry_point_resolves_by_name_and_alias(name) -> None:
-    assert discovery.load("accelerator", name) is CUDAAccelerator
-    assert discovery.find("accelerator", name).distribution == "trellis-cuda"
+    assert load_plugin("accelerator", name) is CUDAAccelerator
+    assert find_plugin("accelerator", name).distribution == "trellis-cuda"
 
 
 def test_descriptor_outranks_cpu_and_speaks_nccl() -> None:
-    cpu = discovery.load("accelerator", "cpu")
+    cpu = load_plugin("accelerator", "cpu")
     assert CUDAAccelerator.auto_priority > cpu.auto_priority
     assert (CUDAAccelerator.device_type, CUDAAccelerator.process_group_backend) == ("cuda", "nccl")
 

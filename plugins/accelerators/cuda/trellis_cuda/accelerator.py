@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.roles import Accelerator
-from trellis.utils.collections import move_to_device
+from trellis.plugin import Accelerator, move_to_device
 from trellis_cuda import availability
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")

@@ -75,7 +75,7 @@ def run_to_end(root: Path, checkpoint_io: str) -> None:
 
 
 def metric_rows(root: Path) -> list[dict[str, str]]:
-    with open(root / "trellis_logs" / "version_0" / "metrics.csv", newline="") as file:
+    with open(root / "lightning_logs" / "version_0" / "metrics.csv", newline="") as file:
         return list(csv.DictReader(file))
 
 

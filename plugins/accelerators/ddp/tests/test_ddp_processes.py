@@ -20,6 +20,7 @@ TRAIN = SCRIPTS / "ddp_regression.py"
 sys.path.insert(0, str(SCRIPTS))
 from trellis.testing.processes import LAUNCHER_VARIABLES, WatchedRun, free_port, kill_group, run, run_watched
 
+
 def train(out: Path, *options: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return run([sys.executable, str(TRAIN), "--out", str(out), *options], timeout=timeout)
 

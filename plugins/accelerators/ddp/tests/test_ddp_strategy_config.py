@@ -8,8 +8,7 @@ import pytest
 
 import trellis
 from trellis.errors import ConfigurationError
-from trellis.plugin import Accelerator
-from trellis.parallel import LocalEnvironment, ScriptLauncher, SpawnLauncher
+from trellis.plugin import Accelerator, LocalEnvironment, ScriptLauncher, SpawnLauncher
 from trellis.testing.processes import LAUNCHER_VARIABLES
 from trellis_ddp.strategy import DDPStrategy
 
@@ -108,12 +107,3 @@ def test_a_third_party_accelerator_gets_ddp_over_its_declared_backend() -> None:
 def test_the_collective_timeout_takes_seconds_or_a_timedelta() -> None:
     assert DDPStrategy(timeout=90).timeout == datetime.timedelta(seconds=90)
     assert DDPStrategy().timeout == datetime.timedelta(minutes=30)
-
-
-def test_re_running_needs_a_script(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trellis.parallel.script_launcher import script_command
-
-    monkeypatch.setattr("sys.argv", ["-c"])
-    monkeypatch.setattr("sys.modules", {**__import__("sys").modules, "__main__": type("M", (), {"__spec__": None})})
-    with pytest.raises(ConfigurationError, match="ddp_notebook"):
-        script_command()

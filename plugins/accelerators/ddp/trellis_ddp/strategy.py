@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.parallel import DEFAULT_TIMEOUT, ParallelStrategy
-from trellis.plugin import ClusterEnvironment, StepRunner
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import DEFAULT_TIMEOUT, ClusterEnvironment, ParallelStrategy, StepRunner, TrainingSettings
 
 if TYPE_CHECKING:
     from trellis.plugin import OptimizerSetup

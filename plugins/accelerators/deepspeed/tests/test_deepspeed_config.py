@@ -7,10 +7,8 @@ import json
 import pytest
 
 import trellis
-from trellis import discovery
 from trellis.errors import ConfigurationError
-from trellis.parallel import ScriptLauncher
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import ScriptLauncher, TrainingSettings, load_plugin
 from trellis.testing.processes import LAUNCHER_VARIABLES
 from trellis_deepspeed import DeepSpeedStrategy
 from trellis_deepspeed.config import complete_config
@@ -120,7 +118,7 @@ def test_config_errors_name_the_problem(tmp_path) -> None:
     ("deepspeed_stage_3_offload", 3, {"offload_optimizer", "offload_param"}),
 ])
 def test_strategy_names_resolve_to_presets(name: str, stage: int, offload: set[str]) -> None:
-    strategy = discovery.load("strategy", name)()
+    strategy = load_plugin("strategy", name)()
     assert isinstance(strategy, DeepSpeedStrategy)
     zero = strategy.config["zero_optimization"]
     assert zero["stage"] == stage

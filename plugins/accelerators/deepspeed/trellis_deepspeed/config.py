@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trellis.errors import ConfigurationError
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import TrainingSettings
 
 ConfigSource = Mapping[str, Any] | str | os.PathLike | None
 

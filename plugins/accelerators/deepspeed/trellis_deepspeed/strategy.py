@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import CheckpointError, ConfigurationError
-from trellis.parallel import DEFAULT_TIMEOUT, ParallelStrategy
-from trellis.plugin import ClusterEnvironment, OptimizerSetup, StepRunner, apply_to_tensors
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import (
+    DEFAULT_TIMEOUT,
+    ClusterEnvironment,
+    OptimizerSetup,
+    ParallelStrategy,
+    StepRunner,
+    TrainingSettings,
+    apply_to_tensors,
+)
 from trellis_deepspeed import checkpoint as ds_checkpoint
 from trellis_deepspeed import config as ds_config
 from trellis_deepspeed.environment import DeepSpeedLauncherEnvironment
@@ -182,8 +188,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         return contextlib.nullcontext()
 
     # -- data -------------------------------------------------------------------------------
-    def batch_to_device(self, batch: Any) -> Any:
-        batch = self.accelerator.batch_to_device(batch, self.root_device)
+    def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
+        batch = self.accelerator.batch_to_device(batch, device or self.root_device)
         dtype = _HALF_DTYPES.get(ds_config.PRECISION_SECTIONS[self._precision_name] or "")
         if dtype is None:
             return batch

@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.parallel import ParallelStrategy
-from trellis.plugin import StepRunner
-from trellis.roles.strategy import TrainingSettings
+from trellis.plugin import ParallelStrategy, StepRunner, TrainingSettings
 
 if TYPE_CHECKING:
     from trellis.plugin import OptimizerSetup, PathLike

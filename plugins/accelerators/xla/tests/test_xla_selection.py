@@ -11,8 +11,8 @@ import warnings
 import pytest
 
 import trellis
-from trellis import discovery
 from trellis.errors import ConfigurationError
+from trellis.plugin import find_plugin, load_plugin
 from trellis_xla import XLAAccelerator, XLAStrategy, availability
 
 no_torch_xla = pytest.mark.skipif(importlib.util.find_spec("torch_xla") is not None,
@@ -23,8 +23,8 @@ no_torch_xla = pytest.mark.skipif(importlib.util.find_spec("torch_xla") is not N
                          [("accelerator", "xla", XLAAccelerator), ("accelerator", "tpu", XLAAccelerator),
                           ("strategy", "xla", XLAStrategy)])
 def test_entry_points_resolve_by_name_and_alias(role, name, expected) -> None:
-    assert discovery.load(role, name) is expected
-    assert discovery.find(role, name).distribution == "trellis-xla"
+    assert load_plugin(role, name) is expected
+    assert find_plugin(role, name).distribution == "trellis-xla"
 
 
 def test_torch_xla_is_an_extra_so_a_plain_install_keeps_the_users_torch() -> None:
@@ -102,7 +102,7 @@ def test_one_device_runs_without_spmd(four_cpu_xla_devices) -> None:
 def test_xla_fsdp_shards_the_weights_too(four_cpu_xla_devices) -> None:
     strategy = xla_trainer(accelerator="xla", devices=4, strategy="xla_fsdp").strategy
     assert isinstance(strategy, XLAStrategy) and strategy.spmd and strategy.shard_weights
-    assert discovery.find("strategy", "xla_fsdp").distribution == "trellis-xla"
+    assert find_plugin("strategy", "xla_fsdp").distribution == "trellis-xla"
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -117,6 +117,6 @@ def test_spmd_over_part_of_the_host_or_several_hosts_is_refused_with_the_fix(fou
 
 
 def test_strategy_refuses_other_accelerators() -> None:
-    cpu = discovery.load("accelerator", "cpu")()
+    cpu = load_plugin("accelerator", "cpu")()
     with pytest.raises(ConfigurationError, match="pass accelerator='xla'"):
         XLAStrategy().connect(cpu, None, None, [0], 1)

@@ -29,8 +29,10 @@ def regression_loader(samples: int = 256, shuffle: bool = True) -> torch.utils.d
     features = torch.randn(samples, 8, generator=generator)
     target = features @ torch.linspace(-1.0, 1.0, 8).unsqueeze(1)
     dataset = torch.utils.data.TensorDataset(features, target)
-    return torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=shuffle,
-                                       generator=torch.Generator().manual_seed(1))
+    # The order comes from the global RNG (seeded by train): XLA's device loader reads a loader to its end in its
+    # own thread, which with an explicit generator= draws one more permutation per epoch than the CPU loop,
+    # which, as Lightning's, stops after the epoch's last batch.
+    return torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=shuffle)
 
 
 def train(accelerator, root, max_epochs: int = 3, **flags) -> tuple[Regression, trellis.Trainer]:

@@ -31,6 +31,7 @@ class XLAAccelerator(Accelerator):
     default_distributed_strategy = "xla"
     default_single_device_strategy = "xla"
     defers_execution = True
+    supports_inference_mode = False  # XLA tensors cannot be inference tensors
 
     def __init__(self, metrics_report: bool = False) -> None:
         self.metrics_report = metrics_report

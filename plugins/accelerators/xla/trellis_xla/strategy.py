@@ -91,14 +91,6 @@ class XLAStrategy(Strategy):
 
         return spmd.sharded_loader(dataloader, self.root_device, self._mesh)
 
-    def run_step(self, method: str, *args: Any) -> Any:
-        """Evaluation steps run under no_grad instead of inference_mode, which XLA tensors do not support
-        ("Cannot set version_counter for inference tensor"); training steps are unchanged."""
-        if not torch.is_inference_mode_enabled():
-            return super().run_step(method, *args)
-        with torch.inference_mode(False), torch.no_grad():
-            return super().run_step(method, *args)
-
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         try:
             super().backward(loss, optimizer)

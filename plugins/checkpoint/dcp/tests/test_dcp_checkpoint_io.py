@@ -62,9 +62,9 @@ def test_round_trip_keeps_every_entry_and_type(tmp_path: Path) -> None:
 
 
 def test_is_chosen_by_name_and_collective() -> None:
-    from trellis import discovery
+    from trellis.plugin import load_plugin
 
-    assert discovery.load("checkpoint_io", "dcp") is DCPCheckpointIO
+    assert load_plugin("checkpoint_io", "dcp") is DCPCheckpointIO
     assert DCPCheckpointIO.sharded
 
 

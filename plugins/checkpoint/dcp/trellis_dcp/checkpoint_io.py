@@ -23,11 +23,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import torch
-from trellis.errors import CheckpointError
-from trellis.roles import CheckpointIO
-from trellis.roles.checkpoint_io import PathLike
-from trellis.utils.files import fsync_directory
 
+from trellis.errors import CheckpointError
+from trellis.plugin import CheckpointIO, PathLike, fsync_directory
 from trellis_dcp.layout import join_tensors, split_tensors, tensors_by_key
 
 #: types besides tensors and plain containers that the per-process state holds (hyperparameters).

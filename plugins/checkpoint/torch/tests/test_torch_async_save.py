@@ -132,7 +132,7 @@ def test_the_snapshot_keeps_a_state_dicts_type_and_metadata():
 
 
 def test_the_torch_async_entry_point_names_the_asynchronous_writer():
-    from trellis import discovery
+    from trellis.plugin import load_plugin
 
-    assert discovery.load("checkpoint_io", "torch_async")().async_save is True
-    assert discovery.load("checkpoint_io", "torch")().async_save is False
+    assert load_plugin("checkpoint_io", "torch_async")().async_save is True
+    assert load_plugin("checkpoint_io", "torch")().async_save is False

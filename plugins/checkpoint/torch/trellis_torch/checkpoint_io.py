@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from trellis.roles import CheckpointIO
-from trellis.roles.checkpoint_io import PathLike
+from trellis.plugin import CheckpointIO, PathLike
 from trellis_torch.background import BackgroundWriter
 from trellis_torch.diagnosis import load_failed, not_a_checkpoint
 from trellis_torch.snapshot import snapshot

@@ -23,8 +23,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from trellis.errors import CheckpointError
-from trellis.utils.files import fsync_directory
-
+from trellis.plugin import fsync_directory
 from trellis_torch import temporaries
 
 #: writes a checkpoint into an open binary file (torch.save)

@@ -30,7 +30,7 @@ def test_each_run_gets_the_next_version_directory_with_its_hparams(tmp_path):
     second = CSVLogger(save_dir=tmp_path)  # while the first is still running: never the same directory
     first.save()
 
-    assert first.log_dir == os.path.join(tmp_path, "trellis_logs", "version_0")
+    assert first.log_dir == os.path.join(tmp_path, "lightning_logs", "version_0")
     assert second.version == 1
     with open(os.path.join(first.log_dir, "hparams.yaml")) as file:
         assert yaml.safe_load(file) == {"learning_rate": 0.1, "layers": [2, 3], "optimizer": {"name": "sgd"}}
@@ -69,28 +69,29 @@ def test_a_trainer_writes_every_step_and_the_epoch_aggregate(tmp_path, kit):
 
     assert isinstance(trainer.logger, CSVLogger)
     rows = read_rows(trainer.logger.metrics_path)
-    assert [int(row["step"]) for row in rows if row["loss_step"]] == list(range(1, 9))
-    assert [(row["step"], row["epoch"]) for row in rows if row["loss_epoch"]] == [("4", "0"), ("8", "1")]
+    assert [int(row["step"]) for row in rows if row["loss_step"]] == list(range(8))
+    assert [(row["step"], row["epoch"]) for row in rows if row["loss_epoch"]] == [("3", "0"), ("7", "1")]
 
 
 def test_resume_from_a_mid_epoch_checkpoint_has_no_duplicated_and_no_missing_step(tmp_path, kit):
     every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
     interrupted = kit.quiet_trainer(logger="csv", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
-    interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows up to step 6, checkpoint at 4
+    interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows at steps 0..5, checkpoint at 4
 
     resumed = kit.quiet_trainer(logger="csv", max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
     assert resumed.logger.log_dir == interrupted.logger.log_dir
     rows = read_rows(resumed.logger.metrics_path)
-    assert [int(row["step"]) for row in rows if row["loss_step"]] == list(range(1, 9))
-    assert [row["step"] for row in rows if row["loss_epoch"]] == ["8"]
+    assert [int(row["step"]) for row in rows if row["loss_step"]] == list(range(8))
+    assert [row["step"] for row in rows if row["loss_epoch"]] == ["7"]
     assert resumed.logger.read_back() == [(int(row["step"]), key, float(value)) for row in rows
                                           for key, value in row.items() if key != "step" and value]
 
 
 def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_the_file_once(tmp_path, kit):
-    """The checkpoint at step 4 is written before that step's validation logs val_loss at step 4."""
+    """The checkpoint after the 4th optimizer step is written before that batch's row and its validation are
+    logged, at step 3."""
     every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
     def validation_step(self, batch, batch_idx):
         inputs, targets = batch
@@ -105,27 +106,27 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
                 ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
     points = resumed.logger.read_back()
-    assert sorted(step for step, name, _ in points if name == "val_loss") == [4, 8]
-    assert sorted(step for step, name, _ in points if name == "loss_step") == list(range(1, 9))
+    assert sorted(step for step, name, _ in points if name == "val_loss") == [3, 7]
+    assert sorted(step for step, name, _ in points if name == "loss_step") == list(range(8))
 
 
 def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_row_once(tmp_path, kit):
-    kit.run_killed(tmp_path, "csv", kill_at=3)
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
-    assert loss_steps(killed_dir / "metrics.csv") == [1, 2, 3]
+    kit.run_killed(tmp_path, "csv", kill_at=3)  # in on_train_batch_end of the 3rd batch, before its row is logged
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
+    assert loss_steps(killed_dir / "metrics.csv") == [0, 1]
 
     with pytest.warns(UserWarning, match="killed before its first checkpoint"):
         restarted = kit.quiet_trainer(logger="csv", max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
         restarted.fit(kit.TinyRegression(), kit.random_loader())
 
     assert restarted.logger.log_dir == str(killed_dir)
-    assert os.listdir(tmp_path / "trellis_logs") == ["version_0"]
-    assert loss_steps(restarted.logger.metrics_path) == list(range(1, 9))
+    assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]
+    assert loss_steps(restarted.logger.metrics_path) == list(range(8))
 
 
 def test_a_run_killed_after_a_checkpoint_stays_resumable_and_a_fresh_run_gets_its_own_version(tmp_path, kit):
     kit.run_killed(tmp_path, "csv", kill_at=5, checkpoint_at=2)
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
     before = (killed_dir / "metrics.csv").read_text()
 
     fresh = kit.quiet_trainer(logger="csv", max_steps=2, default_root_dir=tmp_path, enable_checkpointing=False)
@@ -136,7 +137,7 @@ def test_a_run_killed_after_a_checkpoint_stays_resumable_and_a_fresh_run_gets_it
     resumed = kit.quiet_trainer(logger="csv", max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(), ckpt_path=killed_dir / "checkpoints" / "step=4.ckpt")
     assert resumed.logger.log_dir == str(killed_dir)
-    assert loss_steps(resumed.logger.metrics_path) == list(range(1, 9))
+    assert loss_steps(resumed.logger.metrics_path) == list(range(8))
 
 
 def test_a_fresh_run_with_a_fixed_version_replaces_what_an_earlier_run_left_there(tmp_path):
@@ -159,7 +160,7 @@ def test_a_disk_full_from_the_start_warns_once_trains_on_and_writes_everything_o
     failures = [message for message in outcome["warnings"] if "Training goes on" in message]
     assert len(failures) == 1, outcome["warnings"]
     assert small_disk.mode == "RLIMIT_FSIZE" or "No space left on device" in failures[0]
-    assert [step for step, name, _ in outcome["points"] if name == "loss"] == list(range(1, 11))
+    assert [step for step, name, _ in outcome["points"] if name == "loss"] == list(range(10))
 
 
 def test_a_disk_that_stays_full_says_exactly_which_rows_were_lost(small_disk):
@@ -168,6 +169,6 @@ def test_a_disk_that_stays_full_says_exactly_which_rows_were_lost(small_disk):
     assert outcome["global_step"] == 10
     lost = [message for message in outcome["warnings"] if "lost" in message]
     assert len(lost) == 1, outcome["warnings"]
-    assert "10 metric row(s) for steps 1..10 (epoch, loss)" in lost[0]
+    assert "10 metric row(s) for steps 0..9 (epoch, loss)" in lost[0]
     assert "1 hparams item(s)" in lost[0]
     assert outcome["points"] == []

@@ -11,9 +11,8 @@ from typing import Any
 
 import yaml
 
-from trellis.plugin import Logger, global_rank, plain_value, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item
-from trellis.utils.run_lease import RunDirectory
+from trellis.plugin import BackgroundDelivery, Logger, RunDirectory, global_rank, plain_value, rank_zero_warn
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 
@@ -39,7 +38,7 @@ class CSVLogger(Logger):
     def __init__(
         self,
         save_dir: str | os.PathLike = ".",
-        name: str = "trellis_logs",
+        name: str = "lightning_logs",
         version: int | str | None = None,
         flush_logs_every_n_steps: int = 100,
         flush_interval: float = 0.5,

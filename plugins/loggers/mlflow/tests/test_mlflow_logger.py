@@ -120,7 +120,7 @@ def test_log_model_uploads_the_trained_weights(tracking, tmp_path, kit):
 
 @pytest.mark.slow
 def test_resume_continues_the_same_run_and_sends_no_step_twice(tracking, tmp_path, kit):
-    """The interrupted run went on to step 6 after the step-4 checkpoint: its points 5 and 6 are kept and the
+    """The interrupted run logged steps 3..5 after the checkpoint of global step 4: its points are kept and the
     resumed run does not send them again (MLflow cannot delete points)."""
     first = kit.quiet_trainer(logger="mlflow", max_steps=6, default_root_dir=tmp_path,
                               callbacks=[every_n_steps(tmp_path / "checkpoints", 4)])
@@ -131,9 +131,27 @@ def test_resume_continues_the_same_run_and_sends_no_step_twice(tracking, tmp_pat
 
     assert resumed.logger.run_id == first.logger.run_id
     client = MlflowClient(tracking.uri)
-    assert [step for step, _ in history(client, first.logger.run_id, "loss_step")] == list(range(1, 9))
-    assert [step for step, _ in history(client, first.logger.run_id, "epoch")] == list(range(1, 9))
+    assert [step for step, _ in history(client, first.logger.run_id, "loss_step")] == list(range(8))
+    assert [step for step, _ in history(client, first.logger.run_id, "epoch")] == list(range(8))
     assert client.get_run(first.logger.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_taken_before_the_first_row_sends_no_step_twice(tracking, tmp_path, kit):
+    """The checkpoint of the first optimizer step is written before that batch's row is logged: everything the
+    run holds came after it, and the resumed run sends none of it again."""
+    first = kit.quiet_trainer(logger="mlflow", max_steps=4, default_root_dir=tmp_path,
+                              callbacks=[every_n_steps(tmp_path / "checkpoints", 1)])
+    first.fit(kit.TinyRegression(), kit.random_loader(batches=8))
+    state = torch.load(tmp_path / "checkpoints" / "step=1.ckpt", weights_only=True)["loggers"]["mlflow"]
+    assert state["step"] is None
+
+    resumed = kit.quiet_trainer(logger="mlflow", max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
+    resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=1.ckpt")
+
+    assert resumed.logger.run_id == first.logger.run_id
+    client = MlflowClient(tracking.uri)
+    assert [step for step, _ in history(client, first.logger.run_id, "loss_step")] == list(range(8))
 
 
 class ServerOutage(trellis.Callback):
@@ -160,8 +178,8 @@ def test_a_server_stopped_mid_run_and_restarted_loses_no_metric(tracking, tmp_pa
     assert len([warning for warning in warned if "Training goes on" in str(warning.message)]) == 1
     assert not list(tmp_path.glob("mlflow_undelivered_*.jsonl"))
     client = MlflowClient(tracking.uri)
-    assert [step for step, _ in history(client, logger.run_id, "loss_step")] == list(range(1, 17))
-    assert [step for step, _ in history(client, logger.run_id, "loss_epoch")] == [8, 16]
+    assert [step for step, _ in history(client, logger.run_id, "loss_step")] == list(range(16))
+    assert [step for step, _ in history(client, logger.run_id, "loss_epoch")] == [7, 15]
     assert client.get_run(logger.run_id).info.status == "FINISHED"
 
 
@@ -194,10 +212,10 @@ def test_a_server_down_from_the_start_never_blocks_training_and_what_it_missed_i
     assert fit_seconds < clock.trained + 30, f"finalize took {fit_seconds - clock.trained:.1f} s, not about 2 s"
     spilled = tmp_path / f"mlflow_undelivered_{logger.run_key}.jsonl"
     items = [json.loads(line) for line in spilled.read_text().splitlines()]
-    assert [item["step"] for item in items if "metrics" in item] == [*range(1, 9), 8]  # step 8 ends the epoch too
+    assert [item["step"] for item in items if "metrics" in item] == [*range(8), 7]  # step 7 ends the epoch too
     assert [item["kind"] for item in items if "metrics" not in item] == ["params"] + ["artifact"] * 4 + ["status"]
     [message] = [str(warning.message) for warning in warned if str(spilled) in str(warning.message)]
-    assert "9 metric row(s) for steps 1..8" in message and "6 of them" not in message
+    assert "9 metric row(s) for steps 0..7" in message and "6 of them" not in message
 
 
 @pytest.mark.slow
@@ -237,7 +255,7 @@ def test_a_server_that_starts_late_gets_everything_and_a_checkpoint_from_before_
         late.stop()
     assert resumed.logger.run_id == logger.run_id
     assert run.data.tags[RUN_KEY_TAG] == logger.run_key
-    assert steps == list(range(1, 9))
+    assert steps == list(range(8))
     assert run.info.status == "FINISHED"
     assert not list(tmp_path.glob("mlflow_undelivered_*.jsonl"))
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from trellis.plugin import Logger, flatten_hparams, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item, hold_file, release_file
+
+from trellis.plugin import BackgroundDelivery, Logger, flatten_hparams, hold_file, rank_zero_warn, release_file
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 
@@ -86,7 +87,8 @@ class MLflowLogger(Logger):
         self._resolved_uri: str | None = None
         self._step: int | None = None  # the last step logged, and the rows logged at it (for the resume position)
         self._step_rows: list[Mapping[str, float]] = []
-        self._resume_position: tuple[int, list[str]] | None = None
+        #: the checkpoint's last step and the keys logged at it (step None: the checkpoint came before any row)
+        self._resume_position: tuple[int | None, list[str]] | None = None
         self._skip: set[tuple[str, int]] = set()
         where = self.tracking_uri or "the default tracking URI"
         self._delivery = BackgroundDelivery(
@@ -176,8 +178,9 @@ class MLflowLogger(Logger):
         self._run_id = state.get("run_id")
         self.run_key = state.get("run_key") or self.run_key
         self._resuming = True
-        if state.get("step") is not None:
+        if "step" in state:
             self._resume_position = (state["step"], list(state.get("keys_at_step", [])))
+        if state.get("step") is not None:
             self._step, self._step_rows = state["step"], [dict.fromkeys(self._resume_position[1], 0.0)]
 
     def read_back(self) -> list[tuple[int, str, float]]:
@@ -248,7 +251,7 @@ class MLflowLogger(Logger):
         return {
             (key, point.step) for key in client.get_run(self._run_id).data.metrics
             for point in client.get_metric_history(self._run_id, key)
-            if point.step > step or (point.step == step and key not in keys_at_step)
+            if step is None or point.step > step or (point.step == step and key not in keys_at_step)
         }
 
     def _spill_path(self) -> str:

@@ -43,10 +43,10 @@ def test_fit_writes_every_step_epoch_aggregates_and_hparams_with_their_metrics(t
 
     logger = trainer.logger
     assert isinstance(logger, TensorBoardLogger)
-    assert logger.log_dir == os.path.join(tmp_path, "trellis_logs", "version_0")
+    assert logger.log_dir == os.path.join(tmp_path, "lightning_logs", "version_0")
     events = read_events(logger.log_dir)
-    assert scalar_steps(events, "loss_step") == list(range(1, 17))
-    assert scalar_steps(events, "loss_epoch") == [8, 16]
+    assert scalar_steps(events, "loss_step") == list(range(16))
+    assert scalar_steps(events, "loss_epoch") == [7, 15]
     assert [event.value for event in events.Scalars("epoch")][0] == 0
 
     hparams = hparams_data(events)
@@ -83,23 +83,23 @@ def test_resume_continues_the_same_version_without_steps_logged_twice(tmp_path, 
     checkpoints = tmp_path / "checkpoints"
     every_four = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=4, save_top_k=-1, filename="{step}")
     interrupted = kit.quiet_trainer(logger="tensorboard", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
-    interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # stops at step 6, past the step-4 checkpoint
+    interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows at steps 0..5, checkpoint at 4
 
     resumed = kit.quiet_trainer(logger="tensorboard", max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=checkpoints / "step=4.ckpt")
 
     assert resumed.logger.version == 0
-    assert os.listdir(tmp_path / "trellis_logs") == ["version_0"]
+    assert os.listdir(tmp_path / "lightning_logs") == ["version_0"]
     assert len(event_files(resumed.logger.log_dir)) == 1
-    assert scalar_steps(read_events(resumed.logger.log_dir), "loss_step") == list(range(1, 9))
+    assert scalar_steps(read_events(resumed.logger.log_dir), "loss_step") == list(range(8))
     assert [(step, name) for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == [
-        (step, "loss_step") for step in range(1, 9)
+        (step, "loss_step") for step in range(8)
     ]
 
 
 def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_the_events_once(tmp_path, kit):
-    """The checkpoint at step 4 is written before that step's validation logs val_loss at step 4: a purge by
-    step cannot tell the two apart, cutting the file back to the checkpoint's event count can."""
+    """The checkpoint after the 4th optimizer step is written before that batch's row and its validation are
+    logged, at step 3: the resumed run logs both again, and the file is cut back to the checkpoint's events."""
     def validation_step(self, batch, batch_idx):
         inputs, targets = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self.layer(inputs), targets))
@@ -114,14 +114,14 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
                 ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
     events = read_events(resumed.logger.log_dir)
-    assert scalar_steps(events, "val_loss") == [4, 8]
-    assert scalar_steps(events, "loss_step") == list(range(1, 9))
+    assert scalar_steps(events, "val_loss") == [3, 7]
+    assert scalar_steps(events, "loss_step") == list(range(8))
 
 
 def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_step_once(tmp_path, kit):
-    kit.run_killed(tmp_path, "tensorboard", kill_at=3)
-    killed_dir = tmp_path / "trellis_logs" / "version_0"
-    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == [1, 2, 3]
+    kit.run_killed(tmp_path, "tensorboard", kill_at=3)  # in on_train_batch_end of the 3rd batch, before its row
+    killed_dir = tmp_path / "lightning_logs" / "version_0"
+    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == [0, 1]
 
     with pytest.warns(UserWarning, match="killed before its first checkpoint"):
         restarted = kit.quiet_trainer(logger="tensorboard", max_steps=8, default_root_dir=tmp_path,
@@ -130,7 +130,7 @@ def test_a_restart_after_a_kill_before_the_first_checkpoint_writes_each_step_onc
 
     assert restarted.logger.log_dir == str(killed_dir)
     assert len(event_files(killed_dir)) == 1
-    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == list(range(1, 9))
+    assert scalar_steps(read_events(str(killed_dir)), "loss_step") == list(range(8))
 
 
 def test_tensorboard_server_serves_a_logged_scalar(tmp_path, kit):
@@ -142,7 +142,7 @@ def test_tensorboard_server_serves_a_logged_scalar(tmp_path, kit):
     port = kit.free_port()
     executable = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
     server = subprocess.Popen(
-        [executable, "--logdir", str(tmp_path / "trellis_logs"), "--host", "127.0.0.1", "--port", str(port),
+        [executable, "--logdir", str(tmp_path / "lightning_logs"), "--host", "127.0.0.1", "--port", str(port),
          "--load_fast", "false", "--reload_interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
@@ -165,7 +165,7 @@ def test_a_disk_full_from_the_start_warns_once_trains_on_and_writes_everything_o
     failures = [message for message in outcome["warnings"] if "Training goes on" in message]
     assert len(failures) == 1, outcome["warnings"]
     assert small_disk.mode == "RLIMIT_FSIZE" or "No space left on device" in failures[0]
-    assert [step for step, name, _ in outcome["points"] if name == "loss"] == list(range(1, 11))
+    assert [step for step, name, _ in outcome["points"] if name == "loss"] == list(range(10))
 
 
 def test_a_disk_that_stays_full_says_exactly_which_events_were_lost_and_fit_still_succeeds(small_disk):
@@ -174,7 +174,7 @@ def test_a_disk_that_stays_full_says_exactly_which_events_were_lost_and_fit_stil
     assert outcome["global_step"] == 10
     lost = [message for message in outcome["warnings"] if "lost" in message]
     assert len(lost) == 1, outcome["warnings"]
-    assert "10 metric row(s) for steps 1..10 (epoch, loss)" in lost[0]
+    assert "10 metric row(s) for steps 0..9 (epoch, loss)" in lost[0]
     assert "3 hparams item(s)" in lost[0]  # session start, experiment, session end
     assert outcome["points"] == []
 

@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from trellis.plugin import Logger, flatten_hparams, global_rank, rank_zero_warn
-from trellis.utils.background import BackgroundDelivery, Item
-from trellis.utils.run_lease import RunDirectory
+from trellis.plugin import BackgroundDelivery, Logger, RunDirectory, flatten_hparams, global_rank, rank_zero_warn
+from trellis.plugin import DeliveryItem as Item
 from trellis_tensorboard.event_file import EventFile, frame, keep_records, new_file_name, records
 
 TRELLIS_PLUGIN_API = 1
@@ -24,7 +23,7 @@ _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted
 
 
 class TensorBoardLogger(Logger):
-    """Scalars at their global step, hparams with the run's metric names, and a SummaryWriter for the rest.
+    """Scalars at their logged step, hparams with the run's metric names, and a SummaryWriter for the rest.
 
     `log_metrics` only queues the row: a background thread serializes rows into one event file, in order,
     every `flush_secs` seconds or `max_queue` rows, whichever comes first, and all of them before every
@@ -32,8 +31,9 @@ class TensorBoardLogger(Logger):
     full disk warns once and keeps the events until they can be written; a failed write leaves no torn record.
 
     Resume: the version directory and its event file travel in checkpoints; a resumed run cuts the file
-    back to the events logged before the checkpoint and appends from there, so each step is in it once (a
-    validation logged at the checkpoint's own step included), for every TensorBoard reader.
+    back to the events logged before the checkpoint and appends from there, so each step is in it once (the
+    row and validation of the batch the checkpoint was taken in, logged after it, included), for every
+    TensorBoard reader.
     """
 
     name = "tensorboard"
@@ -41,7 +41,7 @@ class TensorBoardLogger(Logger):
     def __init__(
         self,
         save_dir: str | os.PathLike = ".",
-        name: str = "trellis_logs",
+        name: str = "lightning_logs",
         version: int | str | None = None,
         flush_secs: float = 0.5,
         max_queue: int = 100,

@@ -47,10 +47,10 @@ def test_fit_by_name_writes_config_every_step_and_checkpoint_artifacts(tmp_path,
     assert run.run_id == trainer.logger.version
     assert {key: config(records)[key] for key in ("learning_rate", "width")} == {"learning_rate": 0.05, "width": 4}
     rows = history(records)
-    assert sorted(step for step, row in rows.items() if "loss_step" in row) == list(range(1, 17))
-    assert "loss_epoch" in rows[8]
-    assert rows[16]["loss_epoch"] == pytest.approx(trainer.logged_metrics["loss_epoch"])
-    assert rows[16]["epoch"] == 1
+    assert sorted(step for step, row in rows.items() if "loss_step" in row) == list(range(16))
+    assert "loss_epoch" in rows[7]
+    assert rows[15]["loss_epoch"] == pytest.approx(trainer.logged_metrics["loss_epoch"])
+    assert rows[15]["epoch"] == 1
     artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
     assert [artifact.name for artifact in artifacts] == [f"model-{trainer.logger.version}"] * 2  # one per epoch
     assert not os.listdir(tmp_path / "wandb_held_checkpoints")  # links removed once uploaded
@@ -67,14 +67,16 @@ def test_resume_from_a_checkpoint_continues_the_same_run_id(tmp_path, kit):
 
     assert resumed.logger.version == first.logger.version
     before, after = run_records(str(tmp_path), first.logger.version)
-    steps = sorted(step for part in (before, after) for step, row in history(part).items() if "loss_step" in row)
-    assert steps == list(range(1, 9))
-    assert [step for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == list(range(1, 9))
+    assert sorted(step for step, row in history(before).items() if "loss_step" in row) == list(range(4))
+    # the checkpoint was taken before the row of its batch (step 3) was logged: the resumed run logs it again,
+    # and wandb sync keeps the first value of a step
+    assert sorted(step for step, row in history(after).items() if "loss_step" in row) == list(range(3, 8))
+    assert [step for step, name, _ in resumed.logger.read_back() if name == "loss_step"] == list(range(8))
 
 
 def test_a_resumed_offline_run_reads_back_each_step_once_as_wandb_sync_merges_it(tmp_path, kit):
-    """The interrupted run went on to step 6 after the step-4 checkpoint; sync keeps its steps 5 and 6 and
-    ignores the resumed run's lower steps."""
+    """The interrupted run logged steps 3..5 after the checkpoint of global step 4; sync keeps them and ignores
+    the resumed run's rows at those steps."""
     every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
     first = kit.quiet_trainer(logger="wandb", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
     first.fit(kit.TinyRegression(), kit.random_loader(batches=8))
@@ -84,7 +86,7 @@ def test_a_resumed_offline_run_reads_back_each_step_once_as_wandb_sync_merges_it
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=4.ckpt")
 
     points = resumed.logger.read_back()
-    assert [step for step, name, _ in points if name == "loss_step"] == list(range(1, 9))
+    assert [step for step, name, _ in points if name == "loss_step"] == list(range(8))
     assert len(points) == len({(step, name) for step, name, _ in points})
 
 

@@ -1,4 +1,4 @@
-"""Weights & Biases logger: config from hparams, metrics at their global step, checkpoints as artifacts."""
+"""Weights & Biases logger: config from hparams, metrics at their logged step, checkpoints as artifacts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.plugin import Logger, plain_value
-from trellis.utils.background import BackgroundDelivery, Item, hold_file, release_file
+from trellis.plugin import BackgroundDelivery, Logger, hold_file, plain_value, release_file
+from trellis.plugin import DeliveryItem as Item
 
 TRELLIS_PLUGIN_API = 1
 

@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.roles import Precision
+from trellis.plugin import Precision
 
 
 class AutocastPrecision(Precision):

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from trellis.errors import ConfigurationError
-from trellis.roles import Precision
-from trellis.utils.collections import apply_to_tensors
+from trellis.plugin import Precision, apply_to_tensors
 
 #: fp8 tensor cores arrived with compute capability 8.9 (Ada) and 9.0 (Hopper).
 FP8_MIN_CAPABILITY = (8, 9)

@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from trellis.roles import Precision
-from trellis.utils.collections import apply_to_tensors
+from trellis.plugin import Precision, apply_to_tensors
 
 TRELLIS_PLUGIN_API = 1
 

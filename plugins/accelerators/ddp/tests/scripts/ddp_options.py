@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from ddp_regression import BATCH, FEATURES, Regression, dataset, network
+from handwritten_ddp import train_loop
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.utils.data import DataLoader
 
 import trellis
-from ddp_regression import BATCH, FEATURES, Regression, dataset, network
-from handwritten_ddp import train_loop
 from trellis_ddp.strategy import DDPStrategy
 
 EPOCHS = 2

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import trellis
+from trellis.plugin import load_plugin
 
 SAMPLES, FEATURES, BATCH = 64, 8, 4
 
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     arguments = parser.parse_args()
     module = Regression(arguments.fail_rank, arguments.kill_rank)
-    strategy = trellis.discovery.load("strategy", arguments.strategy)(timeout=arguments.timeout)
+    strategy = load_plugin("strategy", arguments.strategy)(timeout=arguments.timeout)
     trainer = trellis.Trainer(
         accelerator="cpu", strategy=strategy, devices=arguments.devices, num_nodes=arguments.num_nodes,
         max_epochs=arguments.epochs, accumulate_grad_batches=arguments.accumulate, logger=False,

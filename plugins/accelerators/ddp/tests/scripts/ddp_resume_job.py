@@ -73,7 +73,7 @@ def main(root: Path, kind: str) -> None:
     trellis.seed_everything(0)
     last = root / "checkpoints" / "last.ckpt"
     if not last.exists() and os.environ.get("RANK", "0") == "0":  # killed before any checkpoint: start afresh
-        shutil.rmtree(root / "trellis_logs", ignore_errors=True)
+        shutil.rmtree(root / "lightning_logs", ignore_errors=True)
     trainer = trellis.Trainer(
         accelerator="cpu", strategy="ddp", devices=2, plugins=checkpoint_plugins(kind),
         max_epochs=3, val_check_interval=0.5, log_every_n_steps=1, enable_progress_bar=False,

@@ -8,9 +8,8 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.utils.data import DataLoader, DistributedSampler
-
 from ddp_regression import BATCH, dataset, network
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 def train_loop(model: torch.nn.parallel.DistributedDataParallel, rank: int, world_size: int, epochs: int,
