@@ -37,7 +37,7 @@ def logged(rows: list[dict[str, str]], name: str) -> list[tuple[int, float]]:
 
 def test_epoch_scheduler_rates_are_logged_at_each_epoch_start_per_param_group(tmp_path):
     monitor = LearningRateMonitor(log_momentum=True, log_weight_decay=True)
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=3, callbacks=[monitor])
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=3, callbacks=[monitor])
     trainer.fit(ScheduledRegressor(), loader(64))  # 2 optimizer steps per epoch
     rows = read_rows(trainer)
     assert logged(rows, "lr-SGD/pg1") == [(0, 0.1), (2, 0.05), (4, 0.025)]
@@ -53,7 +53,7 @@ def test_epoch_scheduler_rates_are_logged_at_each_epoch_start_per_param_group(tm
 
 def test_step_interval_logs_before_the_batches_the_loggers_log(tmp_path):
     monitor = LearningRateMonitor(logging_interval="step")
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
                             callbacks=[monitor])
     trainer.fit(TinyRegressor(lr=0.05), loader(256, batch_size=32))  # 8 optimizer steps
     rows = read_rows(trainer)
@@ -63,7 +63,7 @@ def test_step_interval_logs_before_the_batches_the_loggers_log(tmp_path):
 
 def test_an_optimizer_without_scheduler_is_logged_at_both_intervals(tmp_path):
     monitor = LearningRateMonitor()
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=4,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=4,
                             callbacks=[monitor])
     trainer.fit(TinyRegressor(lr=0.05), loader(256, batch_size=32))
     assert [step for step, _ in logged(read_rows(trainer), "lr-SGD")] == [0, 3, 7]  # epoch start, steps 3 and 7
@@ -116,7 +116,7 @@ def test_unfrozen_param_groups_rename_the_first_group():
 
 def test_log_key_prefix_is_prepended(tmp_path):
     monitor = LearningRateMonitor(logging_interval="epoch", log_key_prefix="optim/")
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, callbacks=[monitor])
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, callbacks=[monitor])
     trainer.fit(TinyRegressor(lr=0.05), loader(32))
     assert logged(read_rows(trainer), "optim/lr-SGD") == [(0, 0.05)]
 

@@ -21,7 +21,7 @@ def read_rows(trainer) -> list[dict[str, str]]:
 
 
 def test_device_stats_are_logged_around_batches_at_the_logging_steps(tmp_path):
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=2,
                             callbacks=[DeviceStatsMonitor()])
     trainer.fit(TinyRegressor(), loader(128), loader(32))
     rows = read_rows(trainer)
@@ -34,13 +34,13 @@ def test_device_stats_are_logged_around_batches_at_the_logging_steps(tmp_path):
 
 
 def test_device_stats_can_be_filtered_or_left_out_on_cpu(tmp_path):
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=1,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=1,
                             callbacks=[DeviceStatsMonitor(filter_keys={"cpu_percent"})])
     trainer.fit(TinyRegressor(), loader(64))
     columns = {name for row in read_rows(trainer) for name, value in row.items() if value}
     assert {name.split("/")[-1] for name in columns if name.startswith("DeviceStats")} == {"cpu_percent"}
 
-    quiet = quiet_trainer(logger=True, default_root_dir=tmp_path / "quiet", max_epochs=1, log_every_n_steps=1,
+    quiet = quiet_trainer(logger="csv", default_root_dir=tmp_path / "quiet", max_epochs=1, log_every_n_steps=1,
                           callbacks=[DeviceStatsMonitor(cpu_stats=False)])
     quiet.fit(TinyRegressor(), loader(64))
     assert not any(name.startswith("DeviceStats") for row in read_rows(quiet) for name, value in row.items() if value)
@@ -71,7 +71,7 @@ def test_throughput_monitor_logs_each_stage(tmp_path):
         flops_per_batch = 1000
 
     monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0], window_size=2)
-    trainer = quiet_trainer(logger=True, default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=1,
+    trainer = quiet_trainer(logger="csv", default_root_dir=tmp_path, max_epochs=1, log_every_n_steps=1,
                             callbacks=[monitor])
     trainer.fit(WithFlops(), loader(128), loader(64))
     rows = read_rows(trainer)
