@@ -17,7 +17,6 @@ value costs a few attribute reads when it is logged again as it was before.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import torch
 from trellis.errors import ConfigurationError
 from trellis.metrics.hook_rules import resolve_levels
 from trellis.metrics.logged_value import LoggedValue
+from trellis.metrics.metric_states import find_metric, load_module_metric_states, module_metric_states
 from trellis.metrics.values import (
     as_scalar_tensor,
     batch_size_of,
@@ -423,18 +423,18 @@ class MetricStore:
             "logged": dict(self._logged),
             "progress_bar": dict(self._progress_bar),
             "evaluation_steps": [[stage, index, count] for (stage, index), count in self._evaluation_steps.items()],
-            "torchmetrics": _metric_states(self._module),
+            "torchmetrics": module_metric_states(self._module),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:  # a checkpoint of an earlier Trellis: its monitored values
             self._callback = dict(state.get("callback_metrics", {}))
             return
-        _load_metric_states(self._module, state["torchmetrics"])
+        load_module_metric_states(self._module, state["torchmetrics"])
         train = self._loops["train"]
         train.values.clear()
         for saved in state["train"]:
-            metric = _find_metric(self._module, saved["metric_attribute"]) if saved["is_metric"] else None
+            metric = find_metric(self._module, saved["metric_attribute"]) if saved["is_metric"] else None
             if saved["is_metric"] and metric is None:  # not a submodule: it starts over, as in Lightning
                 continue
             logged = LoggedValue.from_state_dict(saved, metric)
@@ -451,53 +451,3 @@ class MetricStore:
 def _module_device(module: Any) -> torch.device:
     parameter = next(module.parameters(), None) if isinstance(module, torch.nn.Module) else None
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _metric_states(module: Any) -> dict[str, Any]:
-    """The state of each torchmetrics.Metric the module holds (whether self.log saw it or not)."""
-    types = metric_types()
-    if types is None or not isinstance(module, torch.nn.Module):
-        return {}
-    states = {}
-    for path, child in module.named_modules():
-        if isinstance(child, types[0]):
-            states[path] = {"state": {name: _detached(value) for name, value in child.metric_state.items()},
-                            "update_count": child._update_count}
-    return states
-
-
-def _load_metric_states(module: Any, states: dict[str, Any]) -> None:
-    for path, saved in states.items():
-        metric = _find_metric(module, path)
-        if metric is None:
-            continue
-        for name, value in saved["state"].items():
-            setattr(metric, name, _moved(value, metric.device))
-        metric._update_count = saved["update_count"]
-        metric._computed = None
-
-
-def _find_metric(module: Any, path: str) -> Any:
-    if "torchmetrics" not in sys.modules or not isinstance(module, torch.nn.Module):
-        return None
-    try:
-        found = module.get_submodule(path)
-    except AttributeError:
-        return None
-    return found if is_metric(found) else None
-
-
-def _detached(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, list):
-        return [_detached(item) for item in value]
-    return value
-
-
-def _moved(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list):
-        return [_moved(item, device) for item in value]
-    return value
