@@ -187,3 +187,19 @@ def test_chosen_by_name_imports_no_tensorboard_until_used(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "TensorBoardLogger"]
 
+
+
+def test_the_hyperparameters_are_also_written_to_hparams_yaml_as_lightning_does(tmp_path):
+    import yaml
+
+    logger = TensorBoardLogger(save_dir=tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "layers": [2, 3]})
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finalize("success")
+    assert yaml.safe_load((tmp_path / logger.run_name / "version_0" / "hparams.yaml").read_text()) == {
+        "lr": 0.1, "layers": [2, 3]}
+
+    without = TensorBoardLogger(save_dir=tmp_path, name="plain")
+    without.log_metrics({"loss": 1.0}, step=0)
+    without.finalize("success")
+    assert yaml.safe_load((tmp_path / "plain" / "version_0" / "hparams.yaml").read_text()) == {}

@@ -1,4 +1,5 @@
-"""TensorBoard logger: one event file per run in <save_dir>/<name>/version_N, written by a background thread."""
+"""TensorBoard logger: one event file (and hparams.yaml, as Lightning's) per run in <save_dir>/<name>/version_N,
+written by a background thread."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from trellis.plugin import BackgroundDelivery, Logger, RunDirectory, flatten_hparams, global_rank, rank_zero_warn
+from trellis.plugin import (
+    BackgroundDelivery,
+    Logger,
+    RunDirectory,
+    flatten_hparams,
+    global_rank,
+    plain_value,
+    rank_zero_warn,
+)
 from trellis.plugin import DeliveryItem as Item
 from trellis_tensorboard.event_file import EventFile, frame, keep_records, new_file_name, records
 
@@ -18,6 +27,8 @@ if TYPE_CHECKING:
 
 UNDELIVERED_FILE = "undelivered.jsonl"
 EVENT_FILES = "events.out.tfevents.*"
+#: the hyperparameters as Lightning's TensorBoardLogger writes them next to the events (an empty dict without any).
+HPARAMS_FILE = "hparams.yaml"
 #: Trellis run status -> HParams session status (names in tensorboard.plugins.hparams.api_pb2).
 _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_ABORTED"}
 
@@ -51,7 +62,7 @@ class TensorBoardLogger(Logger):
         self.run_name = name
         self.max_queue = max(1, max_queue)
         self.flush_timeout = flush_timeout
-        self._run = RunDirectory(self.save_dir, name, version, owned=(EVENT_FILES,))
+        self._run = RunDirectory(self.save_dir, name, version, owned=(EVENT_FILES, HPARAMS_FILE))
         self._delivery = BackgroundDelivery(
             f"TensorBoard ({self.save_dir})", self._write, lambda: os.path.join(self.log_dir, UNDELIVERED_FILE),
             interval=flush_secs,
@@ -61,6 +72,9 @@ class TensorBoardLogger(Logger):
         self._events_logged = 0
         self._writer: SummaryWriter | None = None
         self._hparams: dict[str, Any] | None = None
+        #: what hparams.yaml holds; replaced (never changed in place) on the caller's thread.
+        self._hparams_file: dict[str, Any] = {}
+        self._hparams_file_written = False  # the delivery thread's
         self._metric_names: dict[str, None] = {}
 
     @property
@@ -80,6 +94,8 @@ class TensorBoardLogger(Logger):
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         self._hparams = {str(key): _scalar(value) for key, value in flatten_hparams(params).items()}
+        self._hparams_file = {str(key): plain_value(value) for key, value in params.items()}
+        self._delivery.put({"kind": "hparams_file"})
         if self._events_logged == 0:  # a resumed run's file has its session start already
             self._put({"kind": "hparams", "phase": "start"})
 
@@ -160,7 +176,21 @@ class TensorBoardLogger(Logger):
         self._run.claim()
         if self._file is None:
             self._file = self._open_file()
-        self._file.append(b"".join(frame(self._serialize(item)) for item in items))
+        events = [item for item in items if item.get("kind") != "hparams_file"]
+        if len(events) < len(items) or not (
+                self._hparams_file_written or os.path.exists(os.path.join(self.log_dir, HPARAMS_FILE))):
+            self._write_hparams_file()
+        if events:
+            self._file.append(b"".join(frame(self._serialize(item)) for item in events))
+
+    def _write_hparams_file(self) -> None:
+        import yaml
+
+        path = os.path.join(self.log_dir, HPARAMS_FILE)
+        with open(path + ".tmp", "w") as file:
+            yaml.safe_dump(self._hparams_file, file)
+        os.replace(path + ".tmp", path)
+        self._hparams_file_written = True
 
     def _open_file(self) -> EventFile:
         """This run's event file: the resumed one, or a new one that starts with the file version record."""
