@@ -90,7 +90,8 @@ def main() -> None:
     began = time.time()
     hand = seconds(HANDWRITTEN, str(steps), str(port))
     ours = seconds(TRELLIS, str(steps))
-    print(f"steps per rank: {steps}, width {WIDTH}, batch {BATCH}, 2 CPU processes over gloo (one run, {time.time() - began:.0f} s)")
+    print(f"steps per rank: {steps}, width {WIDTH}, batch {BATCH}, 2 CPU processes over gloo "
+          f"(one run, {time.time() - began:.0f} s)")
     print(f"hand-written DDP loop: {hand:.3f} s ({hand / steps * 1e3:.3f} ms/step)")
     print(f"trellis strategy=ddp:  {ours:.3f} s ({ours / steps * 1e3:.3f} ms/step)")
     print(f"ratio trellis / hand-written: {ours / hand:.3f}")

@@ -23,9 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gpu_model  # noqa: E402
-from gpu_model import GPT, Shape  # noqa: E402
-
 import trellis  # noqa: E402
+from gpu_model import GPT, Shape  # noqa: E402
 
 
 def plain_loop(shape: Shape, device: torch.device, precision: str, warmup: int, steps: int) -> float:
@@ -104,7 +103,8 @@ def main() -> None:
     plain: list[float] = []
     ours: list[float] = []
     for _ in range(arguments.trials):
-        plain.append(plain_loop(shape, device, arguments.precision, arguments.warmup, arguments.steps) / arguments.steps)
+        plain.append(plain_loop(shape, device, arguments.precision, arguments.warmup, arguments.steps)
+                     / arguments.steps)
         ours.append(trellis_fit(shape, device, arguments.precision, arguments.warmup, arguments.steps, root)
                     / arguments.steps)
     plain_ms, ours_ms = statistics.median(plain) * 1e3, statistics.median(ours) * 1e3

@@ -36,7 +36,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import trellis
 from trellis.plugin import Logger
 
-LOGGERS = {"csv": "trellis_csv", "tensorboard": "trellis_tensorboard", "mlflow": "trellis_mlflow", "wandb": "trellis_wandb"}
+LOGGERS = {
+    "csv": "trellis_csv", "tensorboard": "trellis_tensorboard", "mlflow": "trellis_mlflow", "wandb": "trellis_wandb",
+}
 
 
 class TinyMLP(trellis.Module):

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = AutoEncoder(in_features=train_set[0][0].numel())
     trainer = trellis.Trainer(
         max_epochs=arguments.max_epochs, limit_train_batches=arguments.limit_train_batches,
-        limit_val_batches=arguments.limit_val_batches, default_root_dir=arguments.root_dir or "trellis_runs/autoencoder",
+        limit_val_batches=arguments.limit_val_batches,
+        default_root_dir=arguments.root_dir or "trellis_runs/autoencoder",
     )
     trainer.fit(model, DataLoader(train_set, batch_size=arguments.batch_size, shuffle=True),
                 DataLoader(validation_set, batch_size=256))

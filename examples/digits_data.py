@@ -44,7 +44,8 @@ def mnist_directory(directory: str | os.PathLike | None = None) -> Path | None:
     path = Path(chosen)
     missing = [name for pair in _FILES.values() for name in pair if not (path / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{path} lacks the MNIST files {missing}: point to a directory holding all four .gz files")
+        raise FileNotFoundError(
+            f"{path} lacks the MNIST files {missing}: point to a directory holding all four .gz files")
     return path
 
 

@@ -73,7 +73,8 @@ class UnfreezeFeatures(trellis.Callback):
         self.shift_after_fine_tuning = self._shift(pl_module)
 
     def _shift(self, pl_module) -> float:
-        return sum(float((now.detach() - then).norm()) for now, then in zip(pl_module.features.parameters(), self._start))
+        return sum(float((now.detach() - then).norm())
+                   for now, then in zip(pl_module.features.parameters(), self._start))
 
 
 def digits_between(dataset: Dataset, first: int, last: int) -> Subset:
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 DataLoader(digits_between(validation_set, first, last), batch_size=256))
 
     source = Classifier(feature_extractor(in_features), classes=5, first_digit=0)
-    trellis.Trainer(**limits, default_root_dir=f"{root}/pretrain", enable_checkpointing=False).fit(source, *loaders(0, 4))
+    pretrain = trellis.Trainer(**limits, default_root_dir=f"{root}/pretrain", enable_checkpointing=False)
+    pretrain.fit(source, *loaders(0, 4))
     pretrained_accuracy = float(source.trainer.callback_metrics["val_acc"])
     print(f"pretrained on digits 0-4: validation accuracy {pretrained_accuracy:.4f}")
 

@@ -39,12 +39,12 @@ def test_import_and_default_fit_import_no_plugin_that_was_not_chosen(tmp_path):
 
 
 def test_auto_accelerator_imports_only_accelerator_descriptors(tmp_path):
-    code = """
+    code = f"""
         import json, sys
         import trellis
         trellis.Trainer(logger=False)
-        print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in %r)))
-    """ % (HEAVY,)
+        print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r})))
+    """
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

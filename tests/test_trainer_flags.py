@@ -33,7 +33,8 @@ def test_classic_flags_work_with_a_warning_naming_the_modern_spelling(tmp_path):
 
 
 def test_classic_tpu_cores_maps_to_the_xla_accelerator():
-    with pytest.warns(DeprecationWarning, match="accelerator='tpu', devices=8"), pytest.raises(trellis.errors.TrellisError):
+    with (pytest.warns(DeprecationWarning, match="accelerator='tpu', devices=8"),
+          pytest.raises(trellis.errors.TrellisError)):
         trellis.Trainer(tpu_cores=8, logger=False)  # no TPU here: the xla plugin refuses with what is missing
 
 

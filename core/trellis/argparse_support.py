@@ -19,7 +19,7 @@ def trainer_flags(trainer_class: type | None = None) -> dict[str, inspect.Parame
     trainer_class = trainer_class or _trainer_class()
     parameters = inspect.signature(trainer_class.__init__).parameters
     return {name: parameter for name, parameter in parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY or parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            if parameter.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
             if name != "self"}
 
 

@@ -104,7 +104,8 @@ class PluginEntry:
 
 
 def declared_plugin_api(module_name: str) -> tuple[str, Any] | None:
-    """(module, value) of the TRELLIS_PLUGIN_API nearest to an imported entry-point module, walking up to its package."""
+    """(module, value) of the TRELLIS_PLUGIN_API nearest to an imported entry-point module, walking up to its
+    package."""
     parts = module_name.split(".")
     for end in range(len(parts), 0, -1):
         module = sys.modules.get(".".join(parts[:end]))
@@ -122,7 +123,8 @@ def check_plugin_api(entry: PluginEntry, declaration: tuple[str, Any] | None) ->
         warn_once(
             f"distribution {entry.origin} does not declare the Trellis plugin API it was built for; it is treated as "
             f"built for plugin API {SUPPORTED_PLUGIN_API_VERSIONS[0]}. Its author adds `{API_DECLARATION} = "
-            f"{PLUGIN_API_VERSION}` to {package}{'/__init__' if is_package else ''}.py (docs/plugins.md, \"Versioning\")."
+            f"{PLUGIN_API_VERSION}` to {package}{'/__init__' if is_package else ''}.py "
+            "(docs/plugins.md, \"Versioning\")."
         )
         return
     module_name, version = declaration
@@ -131,13 +133,16 @@ def check_plugin_api(entry: PluginEntry, declaration: tuple[str, Any] | None) ->
     from trellis import __version__
 
     if not isinstance(version, int) or isinstance(version, bool):
-        problem = f"declares {API_DECLARATION} = {version!r} in {module_name}, which is not a plugin API version (an int)"
+        problem = (f"declares {API_DECLARATION} = {version!r} in {module_name}, "
+                   "which is not a plugin API version (an int)")
         fix = f"its author sets {API_DECLARATION} = {PLUGIN_API_VERSION}"
     elif version > PLUGIN_API_VERSION:
         problem = f"was built for Trellis plugin API {version}, newer than trellis {__version__} provides ({supported})"
-        fix = f"upgrade trellis (pip install -U trellis), or install a release of {entry.distribution} built for {supported}"
+        fix = (f"upgrade trellis (pip install -U trellis), "
+               f"or install a release of {entry.distribution} built for {supported}")
     else:
-        problem = f"was built for Trellis plugin API {version}, which trellis {__version__} no longer supports ({supported})"
+        problem = (f"was built for Trellis plugin API {version}, "
+                   f"which trellis {__version__} no longer supports ({supported})")
         fix = f"upgrade it (pip install -U {entry.distribution})"
     raise PluginLoadError(
         f"{entry.role} plugin {entry.name!r}: distribution {entry.origin} {problem}: {fix}, or block it with "
@@ -195,7 +200,8 @@ def installed_entries(include_blocked: bool = False) -> list[PluginEntry]:
     """Discovered entries; with discovery off, only those of the kernel's own default distributions."""
     entries = _installed_entries()
     if autoload_disabled():
-        entries = tuple(entry for entry in entries if normalize_distribution(entry.distribution) in KERNEL_DISTRIBUTIONS)
+        entries = tuple(entry for entry in entries
+                        if normalize_distribution(entry.distribution) in KERNEL_DISTRIBUTIONS)
     if include_blocked:
         return list(entries)
     for message in unmatched_block_messages():

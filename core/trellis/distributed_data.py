@@ -24,7 +24,8 @@ def distribute(loader: Iterable, sampler_kwargs: dict[str, int]) -> Iterable:
     if type(loader.batch_sampler) is not BatchSampler:
         warn_once(
             f"the dataloader uses a custom batch sampler ({type(loader.batch_sampler).__name__}), so Trellis does not "
-            "split it across processes: split it yourself, or pass Trainer(use_distributed_sampler=False) to silence this"
+            "split it across processes: split it yourself, "
+            "or pass Trainer(use_distributed_sampler=False) to silence this"
         )
         return loader
     shuffle = isinstance(loader.sampler, RandomSampler)

@@ -117,7 +117,9 @@ class LifecycleHooks:
     def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None: ...
 
     @hookspec
-    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None: ...
+    def on_test_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> None: ...
 
     @hookspec
     def on_test_batch_end(

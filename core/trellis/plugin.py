@@ -10,6 +10,7 @@ Names whose modules `import trellis` does not load already are imported on first
 module costs nothing beyond `import trellis`.
 """
 
+import typing as _typing
 from importlib import import_module as _import_module
 
 from trellis.callbacks.base import Callback
@@ -40,6 +41,23 @@ from trellis.selection import detect_cluster_environment
 from trellis.utils.collections import apply_to_tensors, move_to_device
 from trellis.utils.hparams import flatten_hparams, plain_value
 from trellis.utils.rank_zero import global_rank, rank_zero_info, rank_zero_warn, warn_once
+
+if _typing.TYPE_CHECKING:  # imported on first use at run time, through __getattr__ and _LAZY below
+    from trellis.parallel import (
+        DEFAULT_TIMEOUT,
+        LocalEnvironment,
+        ParallelStrategy,
+        RankFailedError,
+        ScriptLauncher,
+        SpawnLauncher,
+        free_port,
+        join_process_group,
+    )
+    from trellis.utils.background import BackgroundDelivery, hold_file, release_file
+    from trellis.utils.background import Item as DeliveryItem
+    from trellis.utils.files import fsync_directory
+    from trellis.utils.process_group import leave_process_group_at_exit
+    from trellis.utils.run_lease import RunDirectory
 
 #: name -> (module, attribute) for names imported on first use.
 _LAZY: dict[str, tuple[str, str]] = {

@@ -61,7 +61,8 @@ def _check(entry: discovery.PluginEntry, record: dict[str, Any], plugin: dict[st
     from trellis.selection import load_class
 
     try:
-        obj = load_class(entry.role, entry.name) if entry.role in ("accelerator", "cluster_environment") else entry.load()
+        by_descriptor = entry.role in ("accelerator", "cluster_environment")
+        obj = load_class(entry.role, entry.name) if by_descriptor else entry.load()
     except Exception as error:  # a conflict, a failed import, an entry that is not a class: all are reported
         plugin["error"] = str(error)
         return

@@ -76,7 +76,8 @@ class SimpleProfiler(Profiler):
         width = max([len(name) for name, _ in rows] + [6])
         lines = [f"{'action':{width}}  {'calls':>7}  {'total s':>9}  {'mean ms':>9}"]
         for name, values in rows:
-            lines.append(f"{name:{width}}  {len(values):7d}  {sum(values):9.4f}  {1e3 * sum(values) / len(values):9.4f}")
+            total = sum(values)
+            lines.append(f"{name:{width}}  {len(values):7d}  {total:9.4f}  {1e3 * total / len(values):9.4f}")
         return "simple profiler report\n" + "\n".join(lines)
 
 

@@ -224,7 +224,8 @@ def _resolve_named(role: str, value: Any, default: str) -> Any:
         return build(role, default)
     except PluginNotFoundError as error:
         raise PluginNotFoundError(
-            f"{error} {default!r} is the default {role}; or pass a {_ROLE_CLASSES[role].__name__} object in plugins=[...]"
+            f"{error} {default!r} is the default {role}; "
+            f"or pass a {_ROLE_CLASSES[role].__name__} object in plugins=[...]"
         ) from None
 
 
@@ -256,7 +257,8 @@ def select(
             )
     accelerator_plugin = resolve_accelerator(given.get("accelerator", accelerator))
     device_indices = accelerator_plugin.parse_devices(devices)
-    strategy_plugin = resolve_strategy(given.get("strategy", strategy), accelerator_plugin, len(device_indices) * num_nodes)
+    strategy_plugin = resolve_strategy(given.get("strategy", strategy), accelerator_plugin,
+                                       len(device_indices) * num_nodes)
     precision_plugin = _resolve_named("precision", given.get("precision", precision), DEFAULT_PRECISION)
     checkpoint_io = _resolve_named("checkpoint_io", given.get("checkpoint_io"), DEFAULT_CHECKPOINT_IO)
     if "cluster_environment" in given:

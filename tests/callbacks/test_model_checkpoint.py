@@ -41,7 +41,8 @@ def names(directory) -> list[str]:
     ("{epoch:03d}", {"epoch": 5}, "epoch=005.ckpt"),
     ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": torch.tensor(0.123456)}, "epoch=2-val_loss=0.12.ckpt"),
     ("{missing:d}", {}, "missing=0.ckpt"),
-    ("sample-{epoch:02d}-{val/acc:.1f}", {"epoch": 3, "val/acc": torch.tensor(0.87)}, "sample-epoch=03-val/acc=0.9.ckpt"),
+    ("sample-{epoch:02d}-{val/acc:.1f}", {"epoch": 3, "val/acc": torch.tensor(0.87)},
+     "sample-epoch=03-val/acc=0.9.ckpt"),
 ])
 def test_filename_templates_are_filled_as_lightning_fills_them(tmp_path, template, metrics, expected):
     callback = ModelCheckpoint(dirpath=tmp_path, filename=template)

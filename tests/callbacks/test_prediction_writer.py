@@ -62,7 +62,8 @@ def test_the_epoch_write_gets_every_prediction_and_index_per_loader():
     assert [[p.tolist() for p in loader] for loader in predictions] == [[[0, 2], [4, 6]], [
         [2 * i for i in batch] for batch in indices[1]]]
     assert indices[0] == [[0, 1], [2, 3]] and len(indices[1]) == 2
-    assert [[p.tolist() for p in loader] for loader in returned] == [[p.tolist() for p in loader] for loader in predictions]
+    assert ([[p.tolist() for p in loader] for loader in returned]
+            == [[p.tolist() for p in loader] for loader in predictions])
     assert not writer.batches
 
 

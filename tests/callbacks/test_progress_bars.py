@@ -19,8 +19,8 @@ from trellis.callbacks import (
     RichModelSummary,
     RichProgressBar,
     TQDMProgressBar,
+    tqdm_progress,
 )
-from trellis.callbacks import tqdm_progress
 from trellis.errors import ConfigurationError
 
 
@@ -47,7 +47,8 @@ def test_the_default_bar_is_tqdm_and_the_trainer_finds_it():
 
 def test_without_tqdm_the_default_is_the_plain_bar(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tqdm" else real_find_spec(name, *a))
     assert isinstance(trainer_with().progress_bar_callback, PlainProgressBar)
 
 
@@ -151,7 +152,8 @@ def test_totals_of_the_base_bar():
 
         def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
             self.has_dataloader_changed(dataloader_idx)
-            seen.setdefault("sanity" if trainer.sanity_checking else "validation", self.total_val_batches_current_dataloader)
+            seen.setdefault("sanity" if trainer.sanity_checking else "validation",
+                            self.total_val_batches_current_dataloader)
             seen["all validation"] = self.total_val_batches
 
     class TwoValidationLoaders(TinyRegressor):

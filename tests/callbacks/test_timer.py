@@ -14,6 +14,7 @@ from trellis.errors import ConfigurationError
 from trellis.stages import RunningStage
 from trellis.utils.durations import duration_seconds
 
+
 class SlowRegressor(TinyRegressor):
     def training_step(self, batch, batch_idx):
         time.sleep(0.02)

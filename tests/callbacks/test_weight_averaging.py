@@ -131,7 +131,8 @@ def test_swa_refuses_invalid_settings(arguments, message):
 def test_swa_with_two_optimizers_is_refused():
     class Two(Net):
         def configure_optimizers(self):
-            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[3].parameters(), lr=0.1)]
+            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                    torch.optim.SGD(self.net[3].parameters(), lr=0.1)]
 
         def training_step(self, batch, batch_idx):
             for optimizer in self.optimizers():
@@ -192,7 +193,8 @@ def test_ema_checkpoints_hold_the_average_and_the_current_weights_and_resume_exa
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
     fit(2, callbacks=[checkpoint])
     saved = torch.load(tmp_path / "epoch=1.ckpt", weights_only=True)
-    assert saved["averaging_state"]["n_averaged"] == 4 and saved["current_model_state"].keys() == saved["state_dict"].keys()
+    assert saved["averaging_state"]["n_averaged"] == 4
+    assert saved["current_model_state"].keys() == saved["state_dict"].keys()
     resumed = fit(4, ckpt_path=tmp_path / "epoch=1.ckpt")
     assert_same_tensors(uninterrupted.state_dict(), resumed.state_dict())
     loaded = Net.load_from_checkpoint(tmp_path / "epoch=1.ckpt")  # the average, ready to use

@@ -77,7 +77,8 @@ def test_omegaconf_interpolation_with_parser_mode(tmp_path):
         data: {num_features: 6}
         model: {in_features: "${data.num_features}"}
     """))
-    cli = TrellisCLI(Net, Features, run=False, parser_kwargs={"parser_mode": "omegaconf"}, args=["--config", str(config)])
+    cli = TrellisCLI(Net, Features, run=False, parser_kwargs={"parser_mode": "omegaconf"},
+                     args=["--config", str(config)])
     assert cli.model.hparams.in_features == 6 and cli.model.layer.in_features == 6
 
 

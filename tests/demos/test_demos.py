@@ -132,7 +132,8 @@ def test_mnist_hands_transforms_a_greyscale_image_as_torchvision_does(tiny_mnist
     dataset = MNIST(root, train=True, download=False, transform=lambda image: received.append(image) or 0,
                     target_transform=lambda label: label * 10)
     assert dataset[4] == (0, 40)
-    assert isinstance(received[0], pil.Image) and received[0].mode == "L" and received[0].getpixel((0, 0)) == int(images[4, 0, 0])
+    assert isinstance(received[0], pil.Image) and received[0].mode == "L"
+    assert received[0].getpixel((0, 0)) == int(images[4, 0, 0])
 
 
 def test_mnist_directory_from_the_environment_and_a_clear_error_without_files(tiny_mnist, tmp_path, monkeypatch):

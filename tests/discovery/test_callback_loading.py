@@ -1,11 +1,12 @@
-"""Callbacks by name, installed callback factories (run in every Trainer, with opt-outs), and what callbacks= refuses."""
+"""Callbacks by name, installed callback factories (run in every Trainer, with opt-outs), and what callbacks=
+refuses."""
 
 from __future__ import annotations
 
 import pytest
+
 from discovery.plugin_sources import TESTS_DIR
 from support import TinyRegressor, loader, make_distribution, quiet_trainer, run_python
-
 from trellis.errors import ConfigurationError
 
 STEP_COUNTER = """
@@ -59,7 +60,8 @@ def test_an_installed_callback_factory_runs_in_every_trainer(tmp_path):
     assert result.stdout.strip() == "[('StepCounter', 'installed', 3)]"
 
 
-@pytest.mark.parametrize("opt_out", [{"TRELLIS_DISABLE_PLUGIN_AUTOLOAD": "1"}, {"TRELLIS_BLOCK_PLUGINS": "step-counter"},
+@pytest.mark.parametrize("opt_out", [{"TRELLIS_DISABLE_PLUGIN_AUTOLOAD": "1"},
+                                     {"TRELLIS_BLOCK_PLUGINS": "step-counter"},
                                      {"TRELLIS_BLOCK_PLUGINS": "steps"}])
 def test_a_callback_factory_is_turned_off_by_the_kill_switch_or_the_block_list(tmp_path, opt_out):
     make_distribution(tmp_path, "step-counter", FACTORIES, {"step_counter.py": STEP_COUNTER})
@@ -97,7 +99,8 @@ def test_a_named_callback_is_built_only_when_chosen(tmp_path):
     assert chosen.stdout.strip() == "[('StepCounter', 'installed', 3)]", chosen.stderr
     odd = _run(tmp_path, flags="callbacks=['odd']")
     assert odd.returncode != 0
-    assert "callback 'odd' from distribution step-counter 1.0 (step_counter:not_a_callback) built a object, " in odd.stderr
+    assert ("callback 'odd' from distribution step-counter 1.0 (step_counter:not_a_callback) built a object, "
+            in odd.stderr)
 
 
 class HooksWithoutBase:

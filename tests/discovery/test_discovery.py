@@ -30,7 +30,8 @@ def test_broken_plugin_reported_with_distribution_when_chosen_and_others_keep_wo
     chosen = run_python("import trellis; trellis.Trainer(accelerator='npu', logger=False)", tmp_path)
     assert chosen.returncode != 0
     assert "broken-npu 0.3" in chosen.stderr and "vendor_sdk_that_is_missing" in chosen.stderr
-    others = run_python("import trellis; t = trellis.Trainer(logger=False); print(type(t.accelerator).__name__)", tmp_path)
+    others = run_python("import trellis; t = trellis.Trainer(logger=False); print(type(t.accelerator).__name__)",
+                        tmp_path)
     assert others.returncode == 0, others.stderr
     assert others.stdout.strip().endswith("CPUAccelerator")
 
@@ -57,7 +58,8 @@ def test_a_well_known_name_stays_with_its_distribution_when_another_claims_it(tm
     """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "trellis_csv"
-    assert "logger name 'csv' belongs to trellis-csv 0.1.0; csv-hijack 1.0 claims it too and is ignored" in result.stderr
+    assert ("logger name 'csv' belongs to trellis-csv 0.1.0; csv-hijack 1.0 claims it too and is ignored"
+            in result.stderr)
     assert result.stderr.count("csv-hijack 1.0 claims it") == 1
 
 
@@ -67,16 +69,17 @@ def test_unknown_name_lists_installed_names_suggests_the_closest_and_the_distrib
     assert "Did you mean 'ddp'?" in result.stderr
     result = run_python("""
         import trellis, trellis.discovery as d
-        print(d.not_found_message('logger', 'wandb') if 'wandb' not in d.names('logger') else 'pip install trellis-wandb')
+        installed = 'wandb' in d.names('logger')
+        print('pip install trellis-wandb' if installed else d.not_found_message('logger', 'wandb'))
     """)
     assert "pip install trellis-wandb" in result.stdout
 
 
 def test_disabling_autoload_keeps_the_kernels_defaults_and_hides_everything_else(tmp_path):
     make_distribution(tmp_path, "acme-npu", NPU_ENTRY, {"acme_npu.py": NPU_MODULE})
-    code = """
+    code = f"""
         import sys, tempfile
-        sys.path.insert(0, {tests!r})
+        sys.path.insert(0, {TESTS_DIR!r})
         from support import TinyRegressor, loader
         import trellis, trellis.discovery as d
         print("accelerators", d.names("accelerator"))
@@ -90,7 +93,7 @@ def test_disabling_autoload_keeps_the_kernels_defaults_and_hides_everything_else
             trellis.Trainer(accelerator="npu", logger=False)
         except trellis.errors.ConfigurationError as error:
             print("refused:", error)
-    """.format(tests=TESTS_DIR)
+    """
     result = run_python(code, tmp_path, env={"TRELLIS_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert result.returncode == 0, result.stderr
     assert "accelerators ['cpu']" in result.stdout

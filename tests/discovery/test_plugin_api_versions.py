@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import trellis.plugin
 from discovery.plugin_sources import NPU_MODULE, train_three_steps
 from support import make_distribution, run_python
-
-import trellis.plugin
 
 NPU_ENTRY = {"trellis.accelerators": {"npu": "acme_npu:NPU"}}
 FUTURE_NPU = NPU_MODULE.replace("TRELLIS_PLUGIN_API = 1", "TRELLIS_PLUGIN_API = 99")
@@ -45,7 +44,8 @@ def test_a_declaration_that_is_not_a_version_is_refused(tmp_path):
     make_distribution(tmp_path, "acme-npu", NPU_ENTRY, {"acme_npu.py": module})
     result = run_python("import trellis; trellis.Trainer(accelerator='npu', logger=False)", tmp_path)
     assert result.returncode != 0
-    assert "declares TRELLIS_PLUGIN_API = '1.0' in acme_npu, which is not a plugin API version (an int)" in result.stderr
+    assert ("declares TRELLIS_PLUGIN_API = '1.0' in acme_npu, which is not a plugin API version (an int)"
+            in result.stderr)
 
 
 def test_an_undeclared_plugin_on_the_old_import_paths_keeps_working_with_warnings_naming_the_fix(tmp_path):

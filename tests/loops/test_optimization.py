@@ -57,7 +57,8 @@ def test_reduce_on_plateau_reads_the_monitored_metric_and_requires_one():
 
 def test_several_optimizers_need_manual_or_classic_form():
     def two(module):
-        return [torch.optim.SGD(module.net[0].parameters(), lr=0.1), torch.optim.SGD(module.net[2].parameters(), lr=0.1)]
+        return [torch.optim.SGD(module.net[0].parameters(), lr=0.1),
+                torch.optim.SGD(module.net[2].parameters(), lr=0.1)]
 
     with pytest.raises(ConfigurationError, match="automatic_optimization = False"):
         _fit_with(two)
@@ -72,7 +73,8 @@ def test_classic_alternating_optimizer_idx_steps_each_optimizer():
             return super().training_step(batch, batch_idx)
 
         def configure_optimizers(self):
-            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
+            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                    torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
 
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=3)
     trainer.fit(Alternating(), loader())
@@ -95,7 +97,8 @@ def test_manual_optimization_with_two_optimizers():
             second.step()
 
         def configure_optimizers(self):
-            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
+            return [torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                    torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
 
     module = Manual()
     before = [p.clone() for p in module.parameters()]

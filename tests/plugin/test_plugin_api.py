@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from support import run_python
 
 import trellis
 import trellis.plugin
+from support import run_python
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: what plugin package code may import from the kernel.
@@ -115,7 +115,8 @@ def test_plugins_import_the_kernel_only_through_the_plugin_api():
         relative = path.relative_to(REPOSITORY)
         in_tests = "tests" in relative.parts or path.name == "conftest.py"
         tree = ast.parse(path.read_text(), filename=str(path))
-        offences += [f"{relative}:{line}: {name}" for line, name in _kernel_imports(tree) if not _allowed(name, in_tests)]
+        offences += [f"{relative}:{line}: {name}"
+                     for line, name in _kernel_imports(tree) if not _allowed(name, in_tests)]
     assert not offences, "plugins reach past trellis.plugin:\n" + "\n".join(offences)
 
 

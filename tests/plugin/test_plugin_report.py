@@ -16,7 +16,8 @@ def _plugins(tmp_path, *arguments: str, env: dict[str, str] | None = None):
 
 def _install_trouble(tmp_path) -> None:
     """A good accelerator, a rival claiming its name, a logger that fails to import, a crashing probe."""
-    make_distribution(tmp_path, "acme-npu", {"trellis.accelerators": {"npu": "acme_npu:NPU"}}, {"acme_npu.py": NPU_MODULE})
+    make_distribution(tmp_path, "acme-npu", {"trellis.accelerators": {"npu": "acme_npu:NPU"}},
+                      {"acme_npu.py": NPU_MODULE})
     make_distribution(tmp_path, "other-npu", {"trellis.accelerators": {"npu": "other_npu:NPU"}},
                       {"other_npu.py": NPU_MODULE}, version="2.0")
     make_distribution(tmp_path, "broken-logger", {"trellis.loggers": {"brokenlog": "broken_logger:Logger"}},
@@ -82,7 +83,8 @@ def test_a_well_known_name_claimed_twice_is_shown_resolved_to_its_own_distributi
 
 
 def test_blocked_plugins_are_marked_and_a_mistyped_block_entry_is_flagged(tmp_path):
-    make_distribution(tmp_path, "acme-npu", {"trellis.accelerators": {"npu": "acme_npu:NPU"}}, {"acme_npu.py": NPU_MODULE})
+    make_distribution(tmp_path, "acme-npu", {"trellis.accelerators": {"npu": "acme_npu:NPU"}},
+                      {"acme_npu.py": NPU_MODULE})
     result = _plugins(tmp_path, env={"TRELLIS_BLOCK_PLUGINS": "npu,tensorbord"})
     assert "accelerator: npu (blocked)" in result.stdout
     assert ("warning: TRELLIS_BLOCK_PLUGINS names 'tensorbord', which is no installed plugin or distribution, so it "

@@ -183,7 +183,8 @@ def test_ported_programs_of_every_import_style_run_under_trellis(tmp_path, capsy
 
 
 def test_dry_run_prints_a_unified_diff_and_writes_nothing(tmp_path, capsys):
-    write(tmp_path, {"model.py": "from lightning.pytorch import LightningModule\n\n\nclass M(LightningModule):\n    pass\n"})
+    write(tmp_path,
+          {"model.py": "from lightning.pytorch import LightningModule\n\n\nclass M(LightningModule):\n    pass\n"})
     before = (tmp_path / "model.py").read_text()
     os.chdir(tmp_path)
     code, out, err = port("--dry-run", ".", capsys=capsys)
@@ -273,7 +274,8 @@ PROJECT = {
 def test_a_package_tree_ports_and_its_cli_script_runs(tmp_path, capsys):
     write(tmp_path, PROJECT)
     untouched = {name: (tmp_path / name).read_bytes()
-                 for name in ("configs/run.yaml", "requirements.txt", "README.md", ".venv/lib/site.py", "env/lib/other.py")}
+                 for name in ("configs/run.yaml", "requirements.txt", "README.md", ".venv/lib/site.py",
+                              "env/lib/other.py")}
     os.chdir(tmp_path)
     code, out, _ = port(".", capsys=capsys)
     assert "changed 3 of 4 Python files" in out  # pkg/__init__.py has nothing to change

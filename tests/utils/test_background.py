@@ -41,7 +41,8 @@ def test_items_arrive_in_order_through_a_failure_with_one_warning(backend, tmp_p
     delivery = BackgroundDelivery("disk", backend.deliver, lambda: str(tmp_path / "spill.jsonl"), interval=0.01,
                                   retry_interval=0.01, chunk_size=3)
     backend.failing = True
-    with pytest.warns(UserWarning, match=r"disk failed \(OSError.*No space left on device\)\. Training goes on") as warned:
+    failure = r"disk failed \(OSError.*No space left on device\)\. Training goes on"
+    with pytest.warns(UserWarning, match=failure) as warned:
         for item in rows(5):
             delivery.put(item)
         assert not delivery.flush(10)  # returns after the failed attempt, not after 10 s

@@ -56,7 +56,8 @@ class DeviceStatsMonitor(Callback):
         if stats and trainer.is_global_zero:
             prefix = f"{type(self).__qualname__}.{hook}/"
             for logger in trainer.loggers:
-                logger.log_metrics({prefix + key: value for key, value in stats.items()}, step=loop.batches_that_stepped)
+                logger.log_metrics({prefix + key: value for key, value in stats.items()},
+                                   step=loop.batches_that_stepped)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._log(trainer, "on_train_batch_start")

@@ -4,7 +4,7 @@ new param groups of the live optimizer."""
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch.nn import Module, ModuleDict
@@ -15,7 +15,7 @@ from trellis.callbacks.messages import info
 from trellis.errors import ConfigurationError
 from trellis.utilities.rank_zero import rank_zero_warn
 
-Modules = Union[Module, Iterable[Union[Module, Iterable]]]
+Modules = Module | Iterable[Module | Iterable]
 
 
 def multiplicative(epoch: int) -> float:
@@ -79,7 +79,8 @@ class BaseFinetuning(Callback):
 
     def finetune_function(self, pl_module: Any, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         """Override: unfreeze what should train from `epoch` on."""
-        raise NotImplementedError(f"{type(self).__name__} must implement finetune_function(pl_module, epoch, optimizer)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement finetune_function(pl_module, epoch, optimizer)")
 
     def freeze_before_training(self, pl_module: Any) -> None:
         """Override: freeze what should not train at first."""

@@ -100,7 +100,8 @@ class ModelCheckpoint(Checkpoint):
                 f"Invalid value for every_n_train_steps={self._every_n_train_steps}. Must be >= 0")
         if self._every_n_epochs < 0:
             raise ConfigurationError(f"Invalid value for every_n_epochs={self._every_n_epochs}. Must be >= 0")
-        triggers = (self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1) + (self._train_time_interval is not None)
+        triggers = ((self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1)
+                    + (self._train_time_interval is not None))
         if triggers > 1:
             raise ConfigurationError(
                 f"Combination of parameters every_n_train_steps={self._every_n_train_steps}, every_n_epochs="
@@ -201,7 +202,8 @@ class ModelCheckpoint(Checkpoint):
         candidates = self._monitor_candidates(trainer)
         if self._epoch_due(trainer):
             self._save_topk_checkpoint(trainer, candidates)
-        if self._last_global_step_saved == trainer.global_step or (self.save_last == "link" and self._last_checkpoint_saved):
+        if self._last_global_step_saved == trainer.global_step or (
+                self.save_last == "link" and self._last_checkpoint_saved):
             self._save_last_checkpoint(trainer, candidates)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
@@ -217,7 +219,8 @@ class ModelCheckpoint(Checkpoint):
             return
         if self._epoch_due(trainer):
             self._save_topk_checkpoint(trainer, candidates)
-        if self._last_global_step_saved == trainer.global_step or (self.save_last == "link" and self._last_checkpoint_saved):
+        if self._last_global_step_saved == trainer.global_step or (
+                self.save_last == "link" and self._last_checkpoint_saved):
             self._save_last_checkpoint(trainer, candidates)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -334,7 +337,8 @@ class ModelCheckpoint(Checkpoint):
         self.best_model_score = self.best_k_models[self.best_model_path]
         if self.verbose:
             info(
-                f"Epoch {int(candidates['epoch']):d}, global step {int(candidates['step']):d}: {self.monitor!r} reached "
+                f"Epoch {int(candidates['epoch']):d}, global step {int(candidates['step']):d}: "
+                f"{self.monitor!r} reached "
                 f"{current:0.5f} (best {self.best_model_score:0.5f}), saving model to {path!r} as top {k}"
             )
         self._save_checkpoint(trainer, path)

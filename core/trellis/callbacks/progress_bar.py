@@ -79,7 +79,8 @@ class ProgressBar(Callback):
         """Validation batches of all loaders in this epoch (0 when the epoch does not validate)."""
         trainer = self.trainer
         schedule = trainer.validation_schedule
-        if trainer.state.fn == TrainerFn.FITTING and schedule is not None and not schedule.epoch_due(trainer.current_epoch):
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and schedule is not None and not schedule.epoch_due(trainer.current_epoch):
             return 0
         return sum(trainer.num_val_batches)
 

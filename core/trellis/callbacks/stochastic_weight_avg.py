@@ -138,7 +138,8 @@ class StochasticWeightAveraging(Callback):
         if configs:
             if configs[0].interval != "epoch" or configs[0].frequency != 1:
                 rank_zero_warn(f"SWA is currently only supported every epoch. Found {configs[0]}")
-            info(f"Swapping scheduler `{type(configs[0].scheduler).__name__}` for `{type(self._swa_scheduler).__name__}`")
+            info(f"Swapping scheduler `{type(configs[0].scheduler).__name__}` "
+                 f"for `{type(self._swa_scheduler).__name__}`")
             configs[0] = config
         else:
             configs.append(config)

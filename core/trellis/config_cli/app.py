@@ -273,7 +273,8 @@ class TrellisCLI:
         if lr_scheduler is None:
             return optimizer
         if isinstance(lr_scheduler, ReduceLROnPlateau):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor}}
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor}}
         return [optimizer], [lr_scheduler]
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
@@ -292,7 +293,8 @@ class TrellisCLI:
         optimizer_init = self._class_init(parser._optimizers[optimizers[0]][0], optimizers[0])
         if not optimizer_init:
             return
-        scheduler_init = self._class_init(parser._lr_schedulers[schedulers[0]][0], schedulers[0]) if schedulers else None
+        scheduler_init = (self._class_init(parser._lr_schedulers[schedulers[0]][0], schedulers[0])
+                          if schedulers else None)
         if type(self.model).configure_optimizers is not Module.configure_optimizers:
             rank_zero_warn(f"`{type(self.model).__name__}.configure_optimizers` will be overridden by "
                            f"`{type(self).__name__}.configure_optimizers` (--optimizer was given).")

@@ -47,7 +47,8 @@ class MNISTFiles(Dataset):
         self.data = _read_idx(directory, images_name, _IMAGES_MAGIC).view(-1, 28, 28)
         self.targets = _read_idx(directory, labels_name, _LABELS_MAGIC).long()
         if len(self.data) != len(self.targets):
-            raise ValueError(f"MNIST files in {directory} disagree: {len(self.data)} images, {len(self.targets)} labels")
+            raise ValueError(
+                f"MNIST files in {directory} disagree: {len(self.data)} images, {len(self.targets)} labels")
 
     def __len__(self) -> int:
         return len(self.data)
@@ -112,7 +113,8 @@ class MNISTDataModule(DataModule):
     def setup(self, stage: str) -> None:
         dataset = self._split(train=True)
         self.dataset_train, self.dataset_val = random_split(
-            dataset, [len(dataset) - self.val_split, self.val_split], generator=torch.Generator().manual_seed(self.seed))
+            dataset, [len(dataset) - self.val_split, self.val_split],
+            generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset_train, shuffle=True)
@@ -149,7 +151,8 @@ def _read_idx(directory: Path, name: str, magic: int) -> Tensor:
     if found != magic:
         raise ValueError(f"{path} is not an MNIST IDX file (magic {found}, expected {magic})")
     header = 16 if magic == _IMAGES_MAGIC else 8
-    return torch.frombuffer(bytearray(content[header:]), dtype=torch.uint8)[: count * (784 if magic == _IMAGES_MAGIC else 1)]
+    values = count * (784 if magic == _IMAGES_MAGIC else 1)
+    return torch.frombuffer(bytearray(content[header:]), dtype=torch.uint8)[:values]
 
 
 def _as_image(pixels: Tensor) -> Any:
@@ -162,5 +165,6 @@ def _as_image(pixels: Tensor) -> Any:
 
 def _missing_message(root: str | os.PathLike, train: bool) -> str:
     names = " and ".join(f"{name}[.gz]" for name in _FILES[train])
-    return (f"MNIST files not found: put {names} in {os.fspath(root)!r} (or {os.fspath(Path(root) / 'MNIST' / 'raw')!r}), "
+    return (f"MNIST files not found: put {names} in {os.fspath(root)!r} "
+            f"(or {os.fspath(Path(root) / 'MNIST' / 'raw')!r}), "
             f"set {MNIST_DIR_VARIABLE} to the directory holding them, or install torchvision to download them")

@@ -102,7 +102,8 @@ class WikiText2(Dataset):
 
     url = "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/train.txt"
 
-    def __init__(self, data_dir: str | os.PathLike = Path("./data"), block_size: int = 35, download: bool = True) -> None:
+    def __init__(self, data_dir: str | os.PathLike = Path("./data"), block_size: int = 35,
+                 download: bool = True) -> None:
         super().__init__()
         self.path = Path(data_dir) / "wikitext-2.txt"
         if download:

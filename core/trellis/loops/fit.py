@@ -283,7 +283,8 @@ class _Epochs:
         move = batch_transfer(run)
         on_batch_start, on_batch_end = hooks.get("on_train_batch_start"), hooks.get("on_train_batch_end")
         accelerator = strategy.accelerator
-        step_boundary = None if type(accelerator).step_boundary is Accelerator.step_boundary else accelerator.step_boundary
+        own_boundary = type(accelerator).step_boundary is not Accelerator.step_boundary
+        step_boundary = accelerator.step_boundary if own_boundary else None
         check_loss_each_step = not accelerator.defers_execution
         watch_loss = not strategy.precision.skips_nonfinite_steps
         schedulers = run.scheduler_configs if optimization.automatic else []

@@ -21,7 +21,6 @@ from trellis.roles import Precision, Strategy
 
 if TYPE_CHECKING:
     from trellis.metrics import MetricStore
-    from trellis.optim import SchedulerConfig
     from trellis.run import Run
 
 _Tensor = torch.Tensor
@@ -115,7 +114,8 @@ class Optimization:
         self.classic_optimizer_idx = takes_optimizer_index(module)
         check_optimizers(module, run.optimizers, self.classic_optimizer_idx)
         #: what Module.optimizers() hands out: optimizers whose step goes through the strategy.
-        self.wrapped = [StrategyOptimizer.wrap(optimizer, self, index) for index, optimizer in enumerate(run.optimizers)]
+        self.wrapped = [StrategyOptimizer.wrap(optimizer, self, index)
+                        for index, optimizer in enumerate(run.optimizers)]
         self._step_counters = [] if self.automatic else [
             optimizer.register_step_post_hook(self._count_manual_step) for optimizer in run.optimizers]
         hooks = run.hooks

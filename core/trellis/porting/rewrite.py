@@ -147,7 +147,8 @@ class _Porter:
         lines += [f"import {module}" for module in modules]
         if kept:
             names = ", ".join(_alias_text(alias) for alias in kept)
-            lines.append(f"from {node.module} import {names}" if isinstance(node, ast.ImportFrom) else f"import {names}")
+            lines.append(f"from {node.module} import {names}" if isinstance(node, ast.ImportFrom)
+                         else f"import {names}")
         removed = [alias.name for alias in node.names if (alias.asname or alias.name) in self.dropped]
         if removed:
             lines.append(f"# {NOTE} removed the import of {', '.join(removed)} ({self.dropped[removed[0]]})")
@@ -282,7 +283,7 @@ class _Porter:
     def _apply(self) -> str:
         data = self.data
         taken: list[tuple[int, int]] = []
-        for start, end, text in sorted(self.edits, key=lambda edit: (edit[0], -edit[1])):
+        for start, end, _text in sorted(self.edits, key=lambda edit: (edit[0], -edit[1])):
             if any(start < other_end and other_start < end for other_start, other_end in taken):
                 continue  # inside a statement that is replaced whole
             taken.append((start, end))

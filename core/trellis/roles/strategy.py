@@ -190,7 +190,8 @@ class Strategy:
         Where neither the strategy nor the precision adds anything (one device, no autocast) that is the
         module's own method, so a step costs no call beyond the user's.
         """
-        if type(self).run_step is Strategy.run_step and type(self.precision).forward_context is Precision.forward_context:
+        if (type(self).run_step is Strategy.run_step
+                and type(self.precision).forward_context is Precision.forward_context):
             return getattr(self.module, method)
         return functools.partial(self.run_step, method)
 

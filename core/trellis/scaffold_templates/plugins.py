@@ -275,7 +275,7 @@ class ${cls}(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return int(os.environ.get(NODE_RANK, "0"))
-'''
+'''  # noqa: E501 (the template's first line is the generated module's docstring)
 
 CALLBACK = '''"""The ${name} callback for Trellis: hooks into the loops, with state that travels in checkpoints."""
 

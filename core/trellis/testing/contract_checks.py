@@ -137,7 +137,8 @@ def measure_import(module: str) -> dict[str, Any]:
 
 def _check_role_attributes(role: str, cls: type) -> None:
     if role == "accelerator":
-        _require_attribute(cls, "device_type", str, 'device_type = "cpu"  # or your torch device type', allow_empty=False)
+        _require_attribute(cls, "device_type", str, 'device_type = "cpu"  # or your torch device type',
+                           allow_empty=False)
         _require_attribute(cls, "process_group_backend", (str, type(None)), 'process_group_backend = "gloo"  # or None')
         _require_attribute(cls, "auto_priority", int, "auto_priority = 0")
         _require_attribute(

@@ -149,7 +149,8 @@ def _expect_each_step_once(points: list[Point], run: str, steps: int,
                  if not math.isclose(value, expected[step], rel_tol=1e-6, abs_tol=1e-12)}
         if wrong:
             raise ConformanceFailure(
-                f"after {run}, {METRIC} differs from an uninterrupted run's at steps {sorted(wrong)} (value, expected): "
+                f"after {run}, {METRIC} differs from an uninterrupted run's at steps {sorted(wrong)} "
+                "(value, expected): "
                 f"{wrong}. The rows of that run must be the ones the Trainer logged, in place of any earlier ones"
             )
     return values

@@ -6,8 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trellis.testing import checkpoint_io_checks
-from trellis.testing import contract_checks, logger_checks, precision_checks, role_checks, training_checks
+from trellis.testing import (
+    checkpoint_io_checks,
+    contract_checks,
+    logger_checks,
+    precision_checks,
+    role_checks,
+    training_checks,
+)
 from trellis.testing.subject import Subject
 
 

@@ -43,7 +43,8 @@ def check_parse_devices(subject: Subject, tmp_path: Path) -> None:
     for devices in (1, "1"):
         parsed = _parse(cls, devices)
         if parsed != [0]:
-            raise ConformanceFailure(f"{cls.__qualname__}.parse_devices({devices!r}) returned {parsed!r}: it must be [0]")
+            raise ConformanceFailure(
+                f"{cls.__qualname__}.parse_devices({devices!r}) returned {parsed!r}: it must be [0]")
     parsed = _parse(cls, "auto")
     indices_valid = isinstance(parsed, list) and all(isinstance(index, int) and 0 <= index < count for index in parsed)
     if not indices_valid or not parsed or len(set(parsed)) != len(parsed):
@@ -62,7 +63,8 @@ def check_parse_devices(subject: Subject, tmp_path: Path) -> None:
                 ) from None
             continue
         raise ConformanceFailure(
-            f"{cls.__qualname__}.parse_devices({devices!r}) returned {parsed!r} though device_count() is {count}: raise "
+            f"{cls.__qualname__}.parse_devices({devices!r}) returned {parsed!r} "
+            f"though device_count() is {count}: raise "
             "trellis.errors.ConfigurationError saying what to pass (the base Accelerator.parse_devices does)"
         )
 
@@ -163,7 +165,8 @@ def check_safe_loading(subject: Subject, tmp_path: Path) -> None:
         pass
     else:
         raise ConformanceFailure(
-            f"{name}.load_checkpoint({path}) loaded an object of an arbitrary class (unpickling it calls code): load with "
+            f"{name}.load_checkpoint({path}) loaded an object of an arbitrary class "
+            "(unpickling it calls code): load with "
             "torch.load(..., weights_only=weights_only) (default True), so that only tensors and plain values load"
         )
     checkpoint_io.load_checkpoint(path, weights_only=False)
@@ -224,7 +227,8 @@ def _weights_only_copy(state: dict[str, Any], what: str) -> dict[str, Any]:
 def _same(left: Any, right: Any) -> bool:
     """Equality that compares tensors by value."""
     if isinstance(left, torch.Tensor) or isinstance(right, torch.Tensor):
-        return isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor) and torch.equal(left.cpu(), right.cpu())
+        both = isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)
+        return both and torch.equal(left.cpu(), right.cpu())
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(_same(left[key], right[key]) for key in left)
     if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):

@@ -49,7 +49,8 @@ def check_train(subject: Subject, tmp_path: Path) -> None:
     trainer, module = result.trainer, result.module
     if trainer.global_step != workload.TOTAL_STEPS:
         raise ConformanceFailure(
-            f"fit(max_steps={workload.TOTAL_STEPS}) with {subject.target} stopped at global_step={trainer.global_step}: "
+            f"fit(max_steps={workload.TOTAL_STEPS}) with {subject.target} "
+            f"stopped at global_step={trainer.global_step}: "
             "every training batch must end in one optimizer step"
         )
     weights = result.final_weights()
@@ -68,7 +69,8 @@ def check_train(subject: Subject, tmp_path: Path) -> None:
         )
     if subject.role == "precision" and parameter.dtype != trainer.precision_plugin.param_dtype:
         raise ConformanceFailure(
-            f"after fit the parameters are {parameter.dtype}, but param_dtype is {trainer.precision_plugin.param_dtype}: "
+            f"after fit the parameters are {parameter.dtype}, "
+            f"but param_dtype is {trainer.precision_plugin.param_dtype}: "
             "convert_module() must bring the module into param_dtype"
         )
     if subject.role == "logger":

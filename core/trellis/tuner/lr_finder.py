@@ -71,7 +71,8 @@ class LRFinderResult:
         axes.set_ylabel("loss (smoothed)")
         if suggestion is not None:
             index = self.results["lr"].index(suggestion)
-            axes.plot(suggestion, self.results["loss"][index], marker="o", color="red", label=f"suggested {suggestion:.3g}")
+            axes.plot(suggestion, self.results["loss"][index], marker="o", color="red",
+                      label=f"suggested {suggestion:.3g}")
             axes.legend()
         target = Path(path)
         figure.savefig(target)

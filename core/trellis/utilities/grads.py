@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def grad_norm(module: torch.nn.Module, norm_type: float | int | str, group_separator: str = "/") -> dict[str, torch.Tensor]:
+def grad_norm(
+    module: torch.nn.Module, norm_type: float | int | str, group_separator: str = "/"
+) -> dict[str, torch.Tensor]:
     """The p-norm of each parameter's gradient and of all gradients together, under Lightning's key names.
 
     Keys are `grad_{p}_norm{separator}{parameter name}` and `grad_{p}_norm_total` with p as a float (`2.0`,

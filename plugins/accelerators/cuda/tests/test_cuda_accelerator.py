@@ -53,7 +53,8 @@ def test_devices_parse_as_count_list_string_all_and_auto(four_gpus, devices, exp
     assert CUDAAccelerator.parse_devices(devices) == expected
 
 
-@pytest.mark.parametrize(("devices", "message"), [(5, "more cuda devices than the 4"), ([0, 4], r"indices \[4\] do not exist"),
+@pytest.mark.parametrize(("devices", "message"), [(5, "more cuda devices than the 4"),
+                                                  ([0, 4], r"indices \[4\] do not exist"),
                                                   (0, "not a device count")])
 def test_devices_beyond_what_is_visible_are_refused(four_gpus, devices, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -101,7 +102,8 @@ def test_unknown_matmul_precision_is_refused() -> None:
 
 def test_importing_the_plugin_initialises_no_cuda() -> None:
     code = "import torch, trellis_cuda; trellis_cuda.CUDAAccelerator.is_available(); print(torch.cuda.is_initialized())"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_pin_memory_is_turned_on_for_torch_dataloaders_unless_disabled() -> None:

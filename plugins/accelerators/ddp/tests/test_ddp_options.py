@@ -14,12 +14,12 @@ import torch
 
 import trellis
 from trellis.errors import ConfigurationError
+from trellis.testing.processes import LAUNCHER_VARIABLES, run
 from trellis_ddp.strategy import DDPStrategy
 
 SCRIPTS = Path(__file__).parent / "scripts"
 OPTIONS = SCRIPTS / "ddp_options.py"
 sys.path.insert(0, str(SCRIPTS))
-from trellis.testing.processes import LAUNCHER_VARIABLES, run
 
 STEPS = 16  # 64 samples / (2 ranks x batches of 4) x 2 epochs
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from trellis.testing.processes import LAUNCHER_VARIABLES, WatchedRun, free_port, kill_group, run, run_watched
+
 SCRIPTS = Path(__file__).parent / "scripts"
 TRAIN = SCRIPTS / "ddp_regression.py"
 sys.path.insert(0, str(SCRIPTS))
-from trellis.testing.processes import LAUNCHER_VARIABLES, WatchedRun, free_port, kill_group, run, run_watched
 
 
 def train(out: Path, *options: str, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -66,7 +66,8 @@ def test_auto_values_are_filled_by_the_trainer() -> None:
 
 
 def test_train_batch_size_gives_the_micro_batch_and_must_divide() -> None:
-    assert build({"train_batch_size": 32}, accumulate_grad_batches=2, world_size=2)["train_micro_batch_size_per_gpu"] == 8
+    config = build({"train_batch_size": 32}, accumulate_grad_batches=2, world_size=2)
+    assert config["train_micro_batch_size_per_gpu"] == 8
     with pytest.raises(ConfigurationError, match="not a multiple"):
         build({"train_batch_size": 30}, accumulate_grad_batches=4)
     with pytest.raises(ConfigurationError, match="remove train_batch_size"):

@@ -121,7 +121,8 @@ def _set_precision(config: dict[str, Any], precision: str) -> None:
         if enabled and section != wanted:
             raise ConfigurationError(
                 f"the DeepSpeed config enables {section} but Trainer(precision={precision!r}): pass "
-                f"precision={'16-mixed' if section == 'fp16' else 'bf16-mixed'!r}, or remove '{section}' from the config"
+                f"precision={'16-mixed' if section == 'fp16' else 'bf16-mixed'!r}, "
+                f"or remove '{section}' from the config"
             )
         if section == wanted:
             config[section] = {**entry, "enabled": True}

@@ -144,7 +144,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         self.model = self.engine
         if not training:
             return None
-        basic = optimizer if optimizer is not None else getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        basic = (optimizer if optimizer is not None
+                 else getattr(self.engine.optimizer, "optimizer", self.engine.optimizer))
         return OptimizerSetup([basic], setup.schedulers)
 
     def _engine_config(self, with_optimizer: bool) -> dict[str, Any]:

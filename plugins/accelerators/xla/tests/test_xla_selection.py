@@ -110,7 +110,9 @@ def test_xla_fsdp_shards_the_weights_too(four_cpu_xla_devices) -> None:
     ({"devices": 1, "strategy": "xla_fsdp"}, r"devices=\[0\] with shard_weights=True was asked for: pass devices=4"),
     ({"devices": 4, "num_nodes": 2}, r"multi-host SPMD \(TPU pods\) is not implemented yet: pass num_nodes=1"),
 ])
-def test_spmd_over_part_of_the_host_or_several_hosts_is_refused_with_the_fix(four_cpu_xla_devices, flags, message) -> None:
+def test_spmd_over_part_of_the_host_or_several_hosts_is_refused_with_the_fix(
+    four_cpu_xla_devices, flags, message
+) -> None:
     with pytest.raises(ConfigurationError, match=message) as error:
         xla_trainer(accelerator="xla", **flags)
     assert "num_nodes" in flags or "CPU_NUM_DEVICES sets how many devices there are" in str(error.value)

@@ -70,7 +70,8 @@ def test_checkpoint_saved_on_xla_loads_on_cpu_without_torch_xla(tmp_path) -> Non
         "import runpy; helpers = runpy.run_path(sys.argv[1])\n"
         "regression_loader, Regression = helpers['regression_loader'], helpers['Regression']\n"
         "trainer = trellis.Trainer(accelerator='cpu', max_epochs=2, logger=False, enable_progress_bar=False,\n"
-        f"                         enable_model_summary=False, enable_checkpointing=False, default_root_dir={str(tmp_path)!r})\n"
+        "                         enable_model_summary=False, enable_checkpointing=False, "
+        f"default_root_dir={str(tmp_path)!r})\n"
         f"trainer.fit(Regression(), regression_loader(), ckpt_path={str(path)!r})\n"
         "print(trainer.global_step)\n"
     )

@@ -83,7 +83,8 @@ class XLAAccelerator(Accelerator):
             info = xm.get_memory_info(device)
         except RuntimeError:
             return {}
-        return {f"{key.removesuffix('_bytes')}_mib": value / _MIB for key, value in info.items() if key.endswith("bytes")}
+        return {f"{key.removesuffix('_bytes')}_mib": value / _MIB
+                for key, value in info.items() if key.endswith("bytes")}
 
     def rng_state(self) -> dict[str, int]:
         """The XLA device's random seed state (dropout and torch.rand* on the device draw from it)."""

@@ -74,7 +74,8 @@ def test_a_trainer_writes_every_step_and_the_epoch_aggregate(tmp_path, kit):
 
 
 def test_resume_from_a_mid_epoch_checkpoint_has_no_duplicated_and_no_missing_step(tmp_path, kit):
-    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1,
+                                 filename="{step}")
     interrupted = kit.quiet_trainer(logger="csv", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
     interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows at steps 0..5, checkpoint at 4
 
@@ -92,7 +93,8 @@ def test_resume_from_a_mid_epoch_checkpoint_has_no_duplicated_and_no_missing_ste
 def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_the_file_once(tmp_path, kit):
     """The checkpoint after the 4th optimizer step is written before that batch's row and its validation are
     logged, at step 3."""
-    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1,
+                                 filename="{step}")
     def validation_step(self, batch, batch_idx):
         inputs, targets = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self.layer(inputs), targets))

@@ -44,7 +44,8 @@ class MlflowServer:
         )
 
     def wait_ready(self) -> None:
-        self.kit.wait_until(lambda: self.kit.http_ok(f"{self.uri}/health"), self.process, STARTUP_TIMEOUT, "mlflow server")
+        self.kit.wait_until(lambda: self.kit.http_ok(f"{self.uri}/health"), self.process, STARTUP_TIMEOUT,
+                            "mlflow server")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -171,7 +172,8 @@ class ServerOutage(trellis.Callback):
 @pytest.mark.slow
 def test_a_server_stopped_mid_run_and_restarted_loses_no_metric(tracking, tmp_path, kit):
     logger = MLflowLogger(save_dir=tmp_path, flush_interval=0.2, retry_interval=0.5, finalize_timeout=STARTUP_TIMEOUT)
-    trainer = kit.quiet_trainer(logger=logger, max_epochs=2, default_root_dir=tmp_path, callbacks=[ServerOutage(tracking)])
+    trainer = kit.quiet_trainer(logger=logger, max_epochs=2, default_root_dir=tmp_path,
+                                callbacks=[ServerOutage(tracking)])
     with pytest.warns(UserWarning, match="Training goes on") as warned:
         trainer.fit(kit.TinyRegression(), kit.random_loader(batches=8))
 
@@ -247,7 +249,8 @@ def test_a_server_that_starts_late_gets_everything_and_a_checkpoint_from_before_
 
         resumed = kit.quiet_trainer(logger=MLflowLogger(save_dir=tmp_path, finalize_timeout=STARTUP_TIMEOUT),
                                     max_steps=8, default_root_dir=tmp_path, enable_checkpointing=False)
-        resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=tmp_path / "checkpoints" / "step=2.ckpt")
+        resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8),
+                    ckpt_path=tmp_path / "checkpoints" / "step=2.ckpt")
         client = MlflowClient(late.uri)
         run = client.get_run(logger.run_id)
         steps = [step for step, _ in history(client, logger.run_id, "loss_step")]

@@ -40,8 +40,9 @@ class MLflowLogger(Logger):
     Training never waits for the server: log calls queue items, and a background thread creates the run and
     delivers them every `flush_interval` seconds, retrying every `retry_interval` seconds while the server is
     down. Checkpoints wait for delivery only while the server answers (at most `checkpoint_timeout` seconds);
-    the run is named by a key chosen here (the `trellis.run_key` tag) until the server has given it an id. At the end, `finalize` waits at most `finalize_timeout` seconds;
-    what is still undelivered then is saved in `<save_dir>/mlflow_undelivered_<run>.jsonl` and named.
+    the run is named by a key chosen here (the `trellis.run_key` tag) until the server has given it an id. At
+    the end, `finalize` waits at most `finalize_timeout` seconds; what is still undelivered then is saved in
+    `<save_dir>/mlflow_undelivered_<run>.jsonl` and named.
 
     Without a tracking URI (argument or MLFLOW_TRACKING_URI) runs go to MLflow's default store, as
     `mlflow.get_tracking_uri()` resolves it (a sqlite file, `mlflow.db`, in the working directory).

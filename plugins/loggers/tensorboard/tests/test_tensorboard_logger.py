@@ -82,10 +82,12 @@ def test_resume_continues_the_same_version_without_steps_logged_twice(tmp_path, 
     torch.manual_seed(0)
     checkpoints = tmp_path / "checkpoints"
     every_four = ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    interrupted = kit.quiet_trainer(logger="tensorboard", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
+    interrupted = kit.quiet_trainer(logger="tensorboard", max_steps=6, default_root_dir=tmp_path,
+                                    callbacks=[every_four])
     interrupted.fit(kit.TinyRegression(), kit.random_loader(batches=8))  # rows at steps 0..5, checkpoint at 4
 
-    resumed = kit.quiet_trainer(logger="tensorboard", max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False)
+    resumed = kit.quiet_trainer(logger="tensorboard", max_epochs=1, default_root_dir=tmp_path,
+                                enable_checkpointing=False)
     resumed.fit(kit.TinyRegression(), kit.random_loader(batches=8), ckpt_path=checkpoints / "step=4.ckpt")
 
     assert resumed.logger.version == 0
@@ -105,7 +107,8 @@ def test_a_validation_logged_at_the_checkpoint_step_after_the_checkpoint_is_in_t
         self.log("val_loss", torch.nn.functional.mse_loss(self.layer(inputs), targets))
 
     module = type("WithValidation", (kit.TinyRegression,), {"validation_step": validation_step})()
-    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1,
+                                 filename="{step}")
     flags = {"logger": "tensorboard", "default_root_dir": tmp_path, "val_check_interval": 4, "num_sanity_val_steps": 0}
     kit.quiet_trainer(max_steps=6, callbacks=[every_four], **flags).fit(
         module, kit.random_loader(batches=8), kit.random_loader(batches=2))

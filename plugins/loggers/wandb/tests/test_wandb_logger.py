@@ -57,7 +57,8 @@ def test_fit_by_name_writes_config_every_step_and_checkpoint_artifacts(tmp_path,
 
 
 def test_resume_from_a_checkpoint_continues_the_same_run_id(tmp_path, kit):
-    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1,
+                                 filename="{step}")
     first = kit.quiet_trainer(logger="wandb", max_steps=4, default_root_dir=tmp_path, callbacks=[every_four])
     first.fit(kit.TinyRegression(), kit.random_loader(batches=8))
 
@@ -77,7 +78,8 @@ def test_resume_from_a_checkpoint_continues_the_same_run_id(tmp_path, kit):
 def test_a_resumed_offline_run_reads_back_each_step_once_as_wandb_sync_merges_it(tmp_path, kit):
     """The interrupted run logged steps 3..5 after the checkpoint of global step 4; sync keeps them and ignores
     the resumed run's rows at those steps."""
-    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    every_four = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_top_k=-1,
+                                 filename="{step}")
     first = kit.quiet_trainer(logger="wandb", max_steps=6, default_root_dir=tmp_path, callbacks=[every_four])
     first.fit(kit.TinyRegression(), kit.random_loader(batches=8))
 

@@ -21,7 +21,8 @@ SAMPLES, FEATURES, BATCH = 64, 8, 4
 def dataset() -> TensorDataset:
     generator = torch.Generator().manual_seed(1234)
     inputs = torch.randn(SAMPLES, FEATURES, generator=generator)
-    targets = inputs @ torch.randn(FEATURES, 1, generator=generator) + 0.1 * torch.randn(SAMPLES, 1, generator=generator)
+    targets = (inputs @ torch.randn(FEATURES, 1, generator=generator)
+               + 0.1 * torch.randn(SAMPLES, 1, generator=generator))
     return TensorDataset(inputs, targets)
 
 
