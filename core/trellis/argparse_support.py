@@ -14,7 +14,7 @@ OBJECT_FLAGS = frozenset({"callbacks", "plugins"})
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 
-def trainer_flags(trainer_class: type | None = None) -> dict[str, inspect.Parameter]:
+def trainer_flags(trainer_class: type[Any] | None = None) -> dict[str, inspect.Parameter]:
     """The Trainer's keyword flags, as its signature declares them."""
     trainer_class = trainer_class or _trainer_class()
     parameters = inspect.signature(trainer_class.__init__).parameters
@@ -23,7 +23,8 @@ def trainer_flags(trainer_class: type | None = None) -> dict[str, inspect.Parame
             if name != "self"}
 
 
-def add_argparse_args(parser: argparse.ArgumentParser, trainer_class: type | None = None) -> argparse.ArgumentParser:
+def add_argparse_args(parser: argparse.ArgumentParser,
+                      trainer_class: type[Any] | None = None) -> argparse.ArgumentParser:
     """Add `--<flag>` for every Trainer flag (with its type and default) in a "Trainer" group; returns parser."""
     trainer_class = trainer_class or _trainer_class()
     hints = typing.get_type_hints(trainer_class.__init__)
@@ -58,7 +59,7 @@ def value_parser(annotation: Any) -> Callable[[str], Any]:
     if Any in members or object in members:
         order = [type(None), int, float, bool]
     accepts_text = Any in members or object in members or str in members or not order
-    converters = {type(None): parse_none, bool: parse_bool, int: int, float: float}
+    converters: dict[type, Callable[[str], Any]] = {type(None): parse_none, bool: parse_bool, int: int, float: float}
 
     def parse(text: str) -> Any:
         for kind in order:

@@ -124,13 +124,15 @@ def resolve_path(run: Run, ckpt_path: Any) -> str | None:
                 f"{run.settings.preemption_checkpoint_path}): training starts from the beginning."
             )
         return path
-    return os.fspath(ckpt_path)
+    given: str = os.fspath(ckpt_path)
+    return given
 
 
 def _latest_on_disk(run: Run) -> str | None:
     """Of the checkpoints this trainer's ModelCheckpoints and preemption write, the one with the most
     optimizer steps (file times can lie: a copied or older preemption file must never win)."""
     checkpoint_io = run.strategy.checkpoint_io
+    assert checkpoint_io is not None
     candidates: list[str] = [run.settings.preemption_checkpoint_path]
     for callback in run.callbacks:
         candidates += [getattr(callback, name, "") or "" for name in ("last_model_path", "best_model_path")]

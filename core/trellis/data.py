@@ -111,14 +111,15 @@ class SkipFirstBatches(Sampler):
         yield from (batches if batches is not None else self._skipped())
 
     def __len__(self) -> int:
-        return max(0, len(self.batch_sampler) - self.count)
+        return max(0, len(self.batch_sampler) - self.count)  # type: ignore[arg-type]  # a loader's batch sampler
 
 
 def in_order(loader: Iterable) -> Iterable:
     """The loader without shuffling (overfit_batches trains on the same first batches every epoch)."""
     if isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler):
-        return rebuild_dataloader(loader, BatchSampler(SequentialSampler(loader.dataset), loader.batch_size,
-                                                       loader.drop_last))
+        # torch types Dataset without __len__, and batch_size as Optional (None would be refused as before)
+        return rebuild_dataloader(loader, BatchSampler(SequentialSampler(loader.dataset),  # type: ignore[arg-type]
+                                                       loader.batch_size, loader.drop_last))  # type: ignore[arg-type]
     return loader
 
 

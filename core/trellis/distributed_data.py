@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
@@ -30,5 +31,7 @@ def distribute(loader: Iterable, sampler_kwargs: dict[str, int]) -> Iterable:
         return loader
     shuffle = isinstance(loader.sampler, RandomSampler)
     seed = int(os.environ.get("TRELLIS_GLOBAL_SEED", 0))
-    sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, drop_last=False, **sampler_kwargs)
-    return rebuild_dataloader(loader, BatchSampler(sampler, loader.batch_size, loader.drop_last))
+    sampler: DistributedSampler[Any] = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, drop_last=False,
+                                                          **sampler_kwargs)
+    # torch types batch_size as Optional: None would be refused by BatchSampler, as before
+    return rebuild_dataloader(loader, BatchSampler(sampler, loader.batch_size, loader.drop_last))  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from trellis.settings import TrainerSettings
 from trellis.stages import TRAIN, VALIDATION, LoopStage
 
 
-def prepare_loader(loader: Iterable, strategy: Strategy, settings: TrainerSettings) -> Iterable:
+def prepare_loader(loader: Iterable[Any], strategy: Strategy, settings: TrainerSettings) -> Iterable[Any]:
     """Insert a DistributedSampler when the strategy splits data (opt out: use_distributed_sampler=False)."""
     sampler_kwargs = strategy.distributed_sampler_kwargs
     if sampler_kwargs is None or not settings.use_distributed_sampler:
@@ -27,7 +27,7 @@ def prepare_loader(loader: Iterable, strategy: Strategy, settings: TrainerSettin
 
 
 def stage_loaders(stage: LoopStage, given: Any, module: Any, datamodule: Any, strategy: Strategy,
-                  settings: TrainerSettings) -> tuple[list[Iterable], list[float]]:
+                  settings: TrainerSettings) -> tuple[list[Iterable[Any]], list[float]]:
     """A loop's loaders (from the call, the DataModule or the Module) and the batches to run of each."""
     loaders = [prepare_loader(loader, strategy, settings)
                for loader in request_loaders(stage.loader_method, given, module, datamodule)]
@@ -41,9 +41,9 @@ class FitData:
                  settings: TrainerSettings) -> None:
         self._given, self._module, self._datamodule = given, module, datamodule
         self._strategy, self._settings = strategy, settings
-        self.train_loader: Iterable = ()
+        self.train_loader: Iterable[Any] = ()
         self.num_training_batches: float = 0.0
-        self.val_loaders: list[Iterable] = []
+        self.val_loaders: list[Iterable[Any]] = []
         self.val_batch_limits: list[float] = []
         self.train_requested = self.validation_requested = False
         self._train_epoch = self._validation_epoch = -1

@@ -220,7 +220,8 @@ def _bound_caller(name: str, caller: pluggy.HookCaller, trainer: object, module:
         def through_pluggy(**arguments: Any) -> list[Any]:
             outer, context.fx = context.fx, name
             try:
-                return caller(trainer=trainer, pl_module=module, **arguments)
+                results: list[Any] = caller(trainer=trainer, pl_module=module, **arguments)
+                return results
             finally:
                 context.fx = outer
 

@@ -81,7 +81,7 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, DeviceDtypeModuleMi
         if self._trainer is None and not Module._jit_is_scripting:
             raise RuntimeError(f"{type(self).__qualname__} is not attached to a Trainer: call trainer.fit(module) "
                                "(or validate/test/predict) first")
-        return self._trainer  # type: ignore[return-value]
+        return self._trainer  # type: ignore[return-value]  # None only while TorchScript compiles the module
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
@@ -377,13 +377,13 @@ class Module(ModuleHooks, LoopMethods, HyperparametersMixin, DeviceDtypeModuleMi
         """No parameter requires gradients, and the module is in eval mode (for inference)."""
         for parameter in self.parameters():
             parameter.requires_grad = False
-        return torch.nn.Module.train(self, False)  # type: ignore[return-value]
+        return torch.nn.Module.train(self, False)
 
     def unfreeze(self) -> Module:
         """Every parameter requires gradients again, and the module is in training mode."""
         for parameter in self.parameters():
             parameter.requires_grad = True
-        return torch.nn.Module.train(self, True)  # type: ignore[return-value]
+        return torch.nn.Module.train(self, True)
 
     # -- exporting ------------------------------------------------------------------------------
     def to_torchscript(self, file_path: str | os.PathLike | None = None, method: str | None = "script",
@@ -440,7 +440,8 @@ def _as_tensors(data: Any, device: torch.device) -> Any:
     if isinstance(data, (int, float)):
         return torch.tensor(data, device=device)
     if isinstance(data, Mapping):
-        return type(data)({key: _as_tensors(value, device) for key, value in data.items()})
+        mapping_type: Callable[..., Any] = type(data)  # a concrete mapping, built from a dict
+        return mapping_type({key: _as_tensors(value, device) for key, value in data.items()})
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(_as_tensors(value, device) for value in data))
     if isinstance(data, (list, tuple)):

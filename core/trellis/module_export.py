@@ -62,7 +62,9 @@ def to_onnx(module: Any, file_path: str | os.PathLike | IO[bytes] | None, input_
         file_path = os.fspath(file_path)
     try:
         with torch.no_grad():
-            return torch.onnx.export(module, prepared_input(module, input_sample), file_path, **kwargs)
+            # torch.onnx.export also writes to a binary file object, which its annotation leaves out
+            return torch.onnx.export(module, prepared_input(module, input_sample), file_path,  # type: ignore[arg-type]
+                                     **kwargs)
     finally:
         torch.nn.Module.train(module, training)
 

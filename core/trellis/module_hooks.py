@@ -7,7 +7,7 @@ what the loop does without a call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -121,7 +121,13 @@ class ModuleHooks:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
 
 
-class LoopMethods:
+if TYPE_CHECKING:
+    _MixedIntoModule = torch.nn.Module  # LoopMethods is a mixin of trellis.Module, a torch.nn.Module
+else:
+    _MixedIntoModule = object
+
+
+class LoopMethods(_MixedIntoModule):
     """Steps of the loop a Module can take over, with Lightning's names and arguments."""
 
     @default_hook
@@ -165,28 +171,28 @@ class LoopMethods:
     @default_hook
     def on_validation_model_zero_grad(self) -> None:
         """Before validation during fit (outside an accumulation window): release the gradients."""
-        torch.nn.Module.zero_grad(self, set_to_none=True)  # type: ignore[arg-type]
+        torch.nn.Module.zero_grad(self, set_to_none=True)
 
     @default_hook
     def on_validation_model_eval(self) -> None:
-        torch.nn.Module.train(self, False)  # type: ignore[arg-type]
+        torch.nn.Module.train(self, False)
 
     @default_hook
     def on_validation_model_train(self) -> None:
         """After validation; without an override the loop restores every submodule's mode as it was."""
-        torch.nn.Module.train(self, True)  # type: ignore[arg-type]
+        torch.nn.Module.train(self, True)
 
     @default_hook
     def on_test_model_eval(self) -> None:
-        torch.nn.Module.train(self, False)  # type: ignore[arg-type]
+        torch.nn.Module.train(self, False)
 
     @default_hook
     def on_test_model_train(self) -> None:
-        torch.nn.Module.train(self, True)  # type: ignore[arg-type]
+        torch.nn.Module.train(self, True)
 
     @default_hook
     def on_predict_model_eval(self) -> None:
-        torch.nn.Module.train(self, False)  # type: ignore[arg-type]
+        torch.nn.Module.train(self, False)
 
 
 #: the loop methods a Module may override: not hooks, and not near misses of hooks either.

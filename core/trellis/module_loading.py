@@ -12,7 +12,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
@@ -20,33 +20,40 @@ from trellis.errors import CheckpointMismatchError, ConfigurationError
 from trellis.utils.hparams import rebuild_hparams
 from trellis.utils.rank_zero import rank_zero_warn
 
+if TYPE_CHECKING:
+    from trellis.datamodule import DataModule
+    from trellis.module import Module
+
 #: checkpoint keys of Lightning before 0.8 that held a Module's hyperparameters (older first).
 _PAST_HPARAMS_KEYS = ("hparams", "module_arguments")
 
 
-class class_only_method(classmethod):  # noqa: N801 (a decorator, named like classmethod)
-    """A classmethod that refuses to be called on an instance: `model.load_from_checkpoint(path)` would
-    return a new object and leave `model` as it was, which is never what the caller meant."""
+if TYPE_CHECKING:  # type checkers know classmethod, not its subclasses: this is one that refuses instances
+    class_only_method = classmethod
+else:
+    class class_only_method(classmethod):  # noqa: N801 (a decorator, named like classmethod)
+        """A classmethod that refuses to be called on an instance: `model.load_from_checkpoint(path)` would
+        return a new object and leave `model` as it was, which is never what the caller meant."""
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., Any]:
-        function = self.__func__
-        cls = owner if owner is not None else type(instance)
+        def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., Any]:
+            function = self.__func__
+            cls = owner if owner is not None else type(instance)
 
-        @functools.wraps(function)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if instance is not None:
-                raise TypeError(
-                    f"{cls.__name__}.{function.__name__} builds a new object, so it is called on the class: "
-                    f"model = {cls.__name__}.{function.__name__}(...), not on an instance"
-                )
-            return function(cls, *args, **kwargs)
+            @functools.wraps(function)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if instance is not None:
+                    raise TypeError(
+                        f"{cls.__name__}.{function.__name__} builds a new object, so it is called on the class: "
+                        f"model = {cls.__name__}.{function.__name__}(...), not on an instance"
+                    )
+                return function(cls, *args, **kwargs)
 
-        return call
+            return call
 
 
-def load_from_checkpoint(cls: type, checkpoint_path: str | os.PathLike | IO[bytes], map_location: Any = None,
-                         hparams_file: str | os.PathLike | None = None, strict: bool | None = None,
-                         weights_only: bool | None = None, **kwargs: Any) -> Any:
+def load_from_checkpoint(cls: type[Module] | type[DataModule], checkpoint_path: str | os.PathLike | IO[bytes],
+                         map_location: Any = None, hparams_file: str | os.PathLike | None = None,
+                         strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any) -> Any:
     """`cls` (a Module or DataModule subclass) rebuilt from the checkpoint at `checkpoint_path`."""
     from trellis.checkpointing import load_checkpoint_file
     from trellis.datamodule import DataModule
@@ -66,7 +73,7 @@ def load_from_checkpoint(cls: type, checkpoint_path: str | os.PathLike | IO[byte
     return _load_weights(instance, checkpoint, strict, _describe(checkpoint_path))
 
 
-def _instantiate(cls: type, checkpoint: dict[str, Any], overrides: dict[str, Any]) -> Any:
+def _instantiate(cls: type[Module] | type[DataModule], checkpoint: dict[str, Any], overrides: dict[str, Any]) -> Any:
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)

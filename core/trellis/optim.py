@@ -148,7 +148,7 @@ class StrategyOptimizer:
         """The optimizer this wraps."""
         return self._optimizer
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return self._steps_through.optimizer_step(self._optimizer, closure, self._index)
 
     def __repr__(self) -> str:

@@ -82,7 +82,7 @@ def sort_plugin_objects(plugins: Sequence[Any]) -> dict[str, Any]:
     return by_role
 
 
-def load_class(role: str, name: str) -> type:
+def load_class(role: str, name: str) -> type[Any]:
     """The class registered under a name, for roles the kernel asks before building (accelerator, logger, ...)."""
     return _class_of(discovery.find(role, name))
 
@@ -100,7 +100,7 @@ def build(role: str, name: str) -> Any:
     return built
 
 
-def _class_of(entry: discovery.PluginEntry) -> type:
+def _class_of(entry: discovery.PluginEntry) -> type[Any]:
     obj = entry.load()
     base = _ROLE_CLASSES[entry.role]
     if not (isinstance(obj, type) and issubclass(obj, base)):
@@ -165,13 +165,13 @@ def detect_cluster_environment() -> ClusterEnvironment | None:
 
 
 def _best_detected(
-    role: str, probe: str, why_not: Callable[[type], str]
-) -> tuple[tuple[discovery.PluginEntry, type] | None, list[str]]:
+    role: str, probe: str, why_not: Callable[[type[Any]], str]
+) -> tuple[tuple[discovery.PluginEntry, type[Any]] | None, list[str]]:
     """Of a role's installed classes that pass `probe`, the one with the highest auto_priority, and why the
     others were passed over. Only these classes are imported; one that is broken is skipped with a warning."""
-    passing: dict[type, tuple[int, discovery.PluginEntry]] = {}
+    passing: dict[type[Any], tuple[int, discovery.PluginEntry]] = {}
     passed_over: list[str] = []
-    seen: set[type] = set()
+    seen: set[type[Any]] = set()
     for name in discovery.names(role):
         try:
             entry = discovery.find(role, name)

@@ -47,7 +47,8 @@ class TrainerSettings:
 
     def limit(self, stage: LoopStage) -> int | float:
         """The limit_*_batches flag of a loop."""
-        return getattr(self, stage.limit_flag)
+        limit: int | float = getattr(self, stage.limit_flag)
+        return limit
 
     @property
     def preemption_checkpoint_path(self) -> str:
@@ -62,7 +63,7 @@ def build_settings(
     max_steps: int,
     min_epochs: int | None,
     min_steps: int | None,
-    max_time: float | str | datetime.timedelta | dict | None,
+    max_time: float | str | datetime.timedelta | dict[str, float] | None,
     limit_train_batches: int | float,
     limit_val_batches: int | float,
     limit_test_batches: int | float,
@@ -71,8 +72,8 @@ def build_settings(
     num_sanity_val_steps: int,
     accumulate_grad_batches: int,
     log_every_n_steps: int,
-    default_root_dir: str | os.PathLike | None,
-    preemption_checkpoint: str | os.PathLike | None,
+    default_root_dir: str | os.PathLike[str] | None,
+    preemption_checkpoint: str | os.PathLike[str] | None,
     **flags: Any,
 ) -> TrainerSettings:
     """Validate the flags and fold the debugging ones in: fast_dev_run runs n batches of everything once,

@@ -117,7 +117,7 @@ class Trainer(TrainerProperties):
         self.accelerator = selection.accelerator
         self.precision_plugin = selection.precision
         self.hook_plugins = selection.hook_plugins
-        self.loggers: list[Logger] = selection.loggers + resolve_loggers(logger, self.settings.default_root_dir)
+        self.loggers = selection.loggers + resolve_loggers(logger, self.settings.default_root_dir)
         self._callback_set = CallbackSet(
             callbacks, classic.get("enable_progress_bar", enable_progress_bar),
             classic.get("enable_model_summary", enable_model_summary),

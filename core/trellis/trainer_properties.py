@@ -13,6 +13,7 @@ from trellis.callbacks.base import Callback
 from trellis.stages import RunningStage, TrainerState, TrainerStatus
 
 if TYPE_CHECKING:
+    from trellis.callbacks.selection import CallbackSet
     from trellis.loops.fit import FitLoop
     from trellis.loops.validation_schedule import ValidationSchedule
     from trellis.metrics import MetricStore
@@ -34,6 +35,7 @@ class TrainerProperties:
     _run: Run | None
     _module: Any
     _datamodule: Any
+    _callback_set: CallbackSet
 
     #: the Trainer's own: the callbacks a module runs with, and the run of the call in progress.
     _callbacks_for: Callable[[Any], list[Callback]]
@@ -137,6 +139,7 @@ class TrainerProperties:
         """Directory of this run: the first logger's run directory (its save_dir when it has none), else
         default_root_dir. Rank zero's, on every process: read it on all processes alike (it is broadcast)."""
         logger = self.logger
+        directory: str | None
         if logger is None:
             directory = self.settings.default_root_dir
         else:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from trellis.hookspecs import LifecycleHooks
 
@@ -11,6 +12,11 @@ class Callback(LifecycleHooks):
     """Override the hooks you need (listed in docs/hooks.md); each receives what it names (trainer,
     pl_module, batch, ...), or all of them in order as Lightning passes them. A hook you do not override is
     never called."""
+
+    if TYPE_CHECKING:
+        #: set for each run: the module's log and log_dict (as in Lightning, a callback's self.log is the module's).
+        log: Callable[..., None]
+        log_dict: Callable[..., None]
 
     @property
     def state_key(self) -> str:

@@ -146,7 +146,8 @@ class BaseFinetuning(Callback):
         A parameter counts as present when it is the same tensor (Lightning compares values, so it also skips a
         parameter that merely equals one in the optimizer, such as a fresh LayerNorm's ones)."""
         held = {id(existing) for group in optimizer.param_groups for existing in group["params"]}
-        kept, skipped = [], []
+        kept: list[Any] = []
+        skipped: list[Any] = []
         for parameter in params:
             (skipped if id(parameter) in held else kept).append(parameter)
         if skipped:

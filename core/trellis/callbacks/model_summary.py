@@ -91,7 +91,7 @@ class ModuleSummary:
         handles = [layer.register_forward_hook(recorder(name), with_kwargs=True) for name, layer in layers
                    if not isinstance(layer, torch.jit.ScriptModule)]
         module = self._module
-        example = module.example_input_array  # type: ignore[attr-defined]
+        example = module.example_input_array
         trainer = getattr(module, "_trainer", None)
         if trainer is not None:
             example = trainer.strategy.batch_to_device(example)

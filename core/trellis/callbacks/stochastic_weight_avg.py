@@ -125,7 +125,9 @@ class StochasticWeightAveraging(Callback):
             self._swa_lrs = [self._swa_lrs] * len(optimizer.param_groups)
         for lr, group in zip(self._swa_lrs, optimizer.param_groups):
             group["initial_lr"] = lr
-        self._swa_scheduler = SWALR(optimizer, swa_lr=self._swa_lrs, anneal_epochs=self._annealing_epochs,
+        # SWALR takes one learning rate per parameter group as well, which torch's annotation leaves out
+        self._swa_scheduler = SWALR(optimizer, swa_lr=self._swa_lrs,  # type: ignore[arg-type]
+                                    anneal_epochs=self._annealing_epochs,
                                     anneal_strategy=self._annealing_strategy,
                                     last_epoch=trainer.max_epochs if self._annealing_strategy == "cos" else -1)
         if self._scheduler_state is not None:
@@ -196,13 +198,13 @@ class StochasticWeightAveraging(Callback):
             module.running_mean = torch.zeros_like(module.running_mean, device=device, dtype=module.running_mean.dtype)
             module.running_var = torch.ones_like(module.running_var, device=device, dtype=module.running_var.dtype)
             self.momenta[module] = module.momentum
-            module.momentum = None  # type: ignore[assignment]
+            module.momentum = None
             assert module.num_batches_tracked is not None
             module.num_batches_tracked *= 0
 
     def reset_momenta(self) -> None:
         for module, momentum in self.momenta.items():
-            module.momentum = momentum  # type: ignore[assignment]
+            module.momentum = momentum
 
     @staticmethod
     def update_parameters(average_model: nn.Module, model: nn.Module, n_averaged: torch.Tensor,

@@ -11,7 +11,7 @@ from trellis.utilities.rank_zero import rank_zero_warn
 class _IncreasingWindow(deque):
     """The last `maxlen` values of a counter that must grow with every update."""
 
-    def append(self, value: float) -> None:  # type: ignore[override]
+    def append(self, value: float) -> None:
         if self and value <= self[-1]:
             raise ValueError(f"Expected the value to increase, last: {self[-1]}, current: {value}")
         super().append(value)

@@ -25,7 +25,7 @@ def tqdm_class() -> type:
     else:
         from tqdm import tqdm as base
 
-    class Tqdm(base):  # type: ignore[misc, valid-type]
+    class Tqdm(base):
         @staticmethod
         def format_num(n: int | float | str) -> str:
             padded = isinstance(n, (float, str))

@@ -368,7 +368,7 @@ def _import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module_name), name)
 
 
-def _accepted(kind: type, hparams: dict[str, Any]) -> dict[str, Any]:
+def _accepted(kind: type[Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters that kind.__init__ takes (all of them if it takes **kwargs)."""
     parameters = inspect.signature(kind.__init__).parameters
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):

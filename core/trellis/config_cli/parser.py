@@ -73,7 +73,7 @@ class TrellisArgumentParser(jsonargparse.ArgumentParser):
     #: Lightning's name for add_trellis_class_args.
     add_lightning_class_args = add_trellis_class_args
 
-    def _add_trainer_arguments(self, trainer_class: type, nested_key: str) -> list[str]:
+    def _add_trainer_arguments(self, trainer_class: type[Any], nested_key: str) -> list[str]:
         parameters = inspect.signature(trainer_class.__init__).parameters
         typed_here = {name: spec for name, spec in TRAINER_OBJECT_FLAGS.items() if name in parameters}
         added = self.add_class_arguments(trainer_class, nested_key, fail_untyped=False, instantiate=False,

@@ -113,7 +113,7 @@ class MNISTDataModule(DataModule):
     def setup(self, stage: str) -> None:
         dataset = self._split(train=True)
         self.dataset_train, self.dataset_val = random_split(
-            dataset, [len(dataset) - self.val_split, self.val_split],
+            dataset, [len(dataset) - self.val_split, self.val_split],  # type: ignore[arg-type]  # a map-style dataset
             generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:

@@ -51,7 +51,8 @@ def _override(run: Run, name: str) -> Callable[..., Any] | None:
     """The DataModule's implementation of a data hook, else the Module's, when either overrides it."""
     for source in (run.datamodule, run.module):
         if source is not None and is_overridden(source, name):
-            return getattr(source, name)
+            implementation: Callable[..., Any] = getattr(source, name)
+            return implementation
     return None
 
 

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from trellis.run import Run
 
 
-def step_arguments(with_index: bool, batch: Any, batch_index: int, dataloader_index: int | None) -> tuple:
+def step_arguments(with_index: bool, batch: Any, batch_index: int, dataloader_index: int | None) -> tuple[Any, ...]:
     """The positional arguments Lightning passes a step method (see takes_batch_index)."""
-    arguments: tuple = (batch, batch_index) if with_index else (batch,)
+    arguments: tuple[Any, ...] = (batch, batch_index) if with_index else (batch,)
     return arguments if dataloader_index is None else (*arguments, dataloader_index)
 
 
@@ -52,7 +52,7 @@ class _Evaluation:
 
 
 def run_evaluation(
-    run: Run, stage: LoopStage, loaders: list[Iterable], limits: list[float], sanity: bool = False,
+    run: Run, stage: LoopStage, loaders: list[Iterable[Any]], limits: list[float], sanity: bool = False,
     after_logging: Callable[[], None] | None = None,
 ) -> list[dict[str, float]]:
     """Run the stage's step method over every loader; returns the epoch metrics of each loader."""
@@ -72,6 +72,7 @@ def run_evaluation(
     on_batch_end = hooks.get(stage.hook("batch_end"))
     step = strategy.step_function(stage.step_method)
     with_index = takes_batch_index(getattr(module, stage.step_method))
+    assert strategy.accelerator is not None
     step_boundary = strategy.accelerator.step_boundary
     per_loader: list[dict[str, torch.Tensor]] = []
     with _no_grad_context(run)():
@@ -125,6 +126,7 @@ def run_evaluation(
 
 def _no_grad_context(run: Run) -> Callable[[], Any]:
     """inference_mode where the Trainer asks for it and the device supports it, else no_grad."""
+    assert run.strategy.accelerator is not None
     if run.settings.inference_mode and run.strategy.accelerator.supports_inference_mode:
         return torch.inference_mode
     return torch.no_grad
@@ -151,7 +153,7 @@ class PredictLoop:
         return self._predictions[0] if len(self._predictions) == 1 else self._predictions
 
 
-def run_prediction(run: Run, loaders: list[Iterable], limits: list[float], loop: PredictLoop) -> list[Any] | None:
+def run_prediction(run: Run, loaders: list[Iterable[Any]], limits: list[float], loop: PredictLoop) -> list[Any] | None:
     """Run predict_step over every loader; returns the predictions (a list per loader when several), or None
     when `loop.return_predictions` is off."""
     from trellis.callbacks.prediction_writer import BasePredictionWriter
@@ -174,6 +176,7 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float], loop:
     step = strategy.step_function(PREDICT.step_method)
     with_index = takes_batch_index(getattr(run.module, PREDICT.step_method))
     cpu = torch.device("cpu")
+    assert strategy.accelerator is not None
     with _no_grad_context(run)():
         for loader_index, (loader, recorder) in enumerate(zip(loaders, recorders)):
             move = batch_transfer(run, loader_index)
@@ -210,13 +213,13 @@ def run_prediction(run: Run, loaders: list[Iterable], limits: list[float], loop:
     return result
 
 
-class _IndexRecorder(Sampler):
+class _IndexRecorder(Sampler[list[int]]):
     """A batch sampler that remembers the indices of every batch it yields (in this pass over the loader)."""
 
     def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
         self.batch_sampler = batch_sampler
         self.seen: list[list[int]] = []
-        self.loader: Iterable = ()
+        self.loader: Iterable[Any] = ()
 
     def __iter__(self) -> Iterator[list[int]]:
         self.seen = []
@@ -228,7 +231,7 @@ class _IndexRecorder(Sampler):
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
 
-def _record_batch_indices(loader: Iterable) -> _IndexRecorder | None:
+def _record_batch_indices(loader: Iterable[Any]) -> _IndexRecorder | None:
     """The loader rebuilt over a recording batch sampler; None (with a warning) when it has no batch sampler."""
     if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
         warn_once(f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")

@@ -283,6 +283,7 @@ class _Epochs:
         move = batch_transfer(run)
         on_batch_start, on_batch_end = hooks.get("on_train_batch_start"), hooks.get("on_train_batch_end")
         accelerator = strategy.accelerator
+        assert accelerator is not None
         own_boundary = type(accelerator).step_boundary is not Accelerator.step_boundary
         step_boundary = accelerator.step_boundary if own_boundary else None
         check_loss_each_step = not accelerator.defers_execution

@@ -40,7 +40,8 @@ def loss_from(outputs: Any, module: Any) -> torch.Tensor | None:
     if isinstance(outputs, dict):
         log_classic_result(outputs, module)
         if "loss" in outputs:
-            return outputs["loss"]
+            loss: torch.Tensor = outputs["loss"]
+            return loss
     raise ConfigurationError(
         f"training_step returned a {type(outputs).__name__} without a loss: return the loss tensor, "
         "a dict with a 'loss' key, or None to skip the step"
@@ -206,7 +207,7 @@ class Optimization:
         accumulate = run.fit_loop.accumulate_grad_batches
         step_function, module = self._step_function, run.module
         if self.classic_optimizer_idx:
-            arguments: tuple = (batch, batch_index, optimizer_index)
+            arguments: tuple[Any, ...] = (batch, batch_index, optimizer_index)
         else:
             arguments = (batch, batch_index) if self._with_index else (batch,)
         zero_grad_now = batch_index % accumulate == 0 or optimizer_index > 0
@@ -228,7 +229,7 @@ class Optimization:
             if skip_backward:
                 return loss
             if self._plain_backward:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             else:
                 self.backward(loss, optimizer)
             self.last_loss = loss

@@ -238,8 +238,10 @@ class MetricStore:
         elif reduce == "sum":
             logged.total = logged.total + value
         elif reduce == "max":
+            assert logged.total is not None  # None only for a torchmetrics.Metric, returned above
             logged.total = torch.maximum(logged.total, value)
         else:
+            assert logged.total is not None
             logged.total = torch.minimum(logged.total, value)
         logged.computed = None
         logged.updated = True
@@ -327,10 +329,12 @@ class MetricStore:
             if logged.metric is not None:
                 value = logged.metric.compute()
             elif logged.sync:
+                assert logged.total is not None  # None only for a torchmetrics.Metric
                 total = self._reduce(logged.total, logged.reduce)
                 value = total / self._reduce(torch.tensor(float(logged.count), device=total.device), "mean") \
                     if logged.reduce == "mean" else total
             else:
+                assert logged.total is not None
                 value = logged.total / logged.count if logged.reduce == "mean" else logged.total
                 if self._distributed and not logged.rank_zero_only:
                     warn_once(f"self.log({logged.name!r}) reduces its epoch value on each process alone: pass "

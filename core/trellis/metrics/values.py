@@ -43,7 +43,7 @@ def reduction_name(name: str, reduce_fx: str | Callable[..., Any]) -> str:
     )
 
 
-def metric_types() -> tuple[type, type] | None:
+def metric_types() -> tuple[type[Any], type[Any]] | None:
     """(torchmetrics.Metric, torchmetrics.MetricCollection) when the user's code imported torchmetrics."""
     module = sys.modules.get("torchmetrics")
     if module is None:

@@ -10,7 +10,7 @@ from trellis.parallel.ports import port_in_use_message
 from trellis.utils.process_group import leave_process_group_at_exit
 
 
-def join_process_group(backend: str, rank: int, world_size: int, timeout: datetime.timedelta) -> None:
+def join_process_group(backend: str | None, rank: int, world_size: int, timeout: datetime.timedelta) -> None:
     """Join through MASTER_ADDR/MASTER_PORT (env://, which also reuses torchrun's store), once per process.
 
     A rendezvous port that another process holds is a ConfigurationError that says how to pick another.

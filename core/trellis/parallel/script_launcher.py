@@ -71,6 +71,7 @@ class ScriptLauncher:
         except SystemExit:  # preemption (every rank saved and exits 75) or the user's own exit: not a failure
             raise
         except BaseException:
+            assert self.record is not None  # set by _start_children
             self.record.settle_and_claim(f"rank {self.rank}", f"rank {self.rank} failed")
             self.stop_group()
             raise
@@ -108,17 +109,19 @@ class ScriptLauncher:
 
     def _watch_children(self) -> None:
         """When a child fails, stop every rank; this process ends within UNWIND_SECONDS even if it is blocked."""
+        record = self.record
+        assert record is not None  # started after it is made
         while not self._stopped:
             for local_rank, child in list(self.children.items()):
                 code = child.poll()
                 if code in (None, 0, PREEMPTED_EXIT_CODE):  # preempted ranks exit together once the checkpoint is saved
                     continue
                 detail = ", without a Python traceback" if code < 0 else ""
-                self.record.claim(f"rank {self.rank + local_rank}",
-                                  f"local rank {local_rank} (pid {child.pid}) {describe_exit(code)}{detail}")
+                record.claim(f"rank {self.rank + local_rank}",
+                             f"local rank {local_rank} (pid {child.pid}) {describe_exit(code)}{detail}")
                 self.stop_group()
                 time.sleep(UNWIND_SECONDS)  # the main thread's collective fails and the failure hook ends us
-                self.record.remove()
+                record.remove()
                 os._exit(code if code > 0 else 1)
             time.sleep(POLL_SECONDS)
 
@@ -134,10 +137,12 @@ class ScriptLauncher:
                 child.send_signal(signal.SIGKILL)
         for child in children:
             child.wait()
+        assert self.record is not None  # children exist only once it is made
         print(f"[trellis] {self.record.summary()}; every rank was stopped", file=sys.stderr, flush=True)
 
     def _at_exit(self) -> None:
         """Let the other ranks finish the script (or stop them after a failure), then drop the record."""
+        assert self.record is not None  # registered after it is made
         if self.record.cause() is not None:
             self.stop_group()
         for child in list(self.children.values()):

@@ -50,7 +50,7 @@ class SpawnLauncher:
         # into shared memory, and every rank would then step the same weights.
         work = pickle.dumps(call) if self.start_method == "spawn" else call
         processes = [
-            context.Process(
+            context.Process(  # type: ignore[attr-defined]  # every start method's context has Process
                 target=_run_rank,
                 args=(rank, self.num_devices, address, port, os.getpid(), messages, work),
                 name=f"trellis-rank-{rank}",

@@ -80,6 +80,7 @@ class ParallelStrategy(Strategy):
 
     @property
     def launcher(self) -> Launcher | None:
+        assert self.cluster_environment is not None  # chosen in connect()
         if self.cluster_environment.creates_processes_externally:
             return None
         if self._launcher is None:
@@ -109,6 +110,7 @@ class ParallelStrategy(Strategy):
         if torch.distributed.is_initialized():
             return
         environment = self.cluster_environment
+        assert environment is not None and self.accelerator is not None  # chosen in connect()
         if isinstance(environment, LocalEnvironment):
             follow_launcher()
             os.environ.setdefault("MASTER_ADDR", environment.main_address)

@@ -60,7 +60,8 @@ class PortReport:
 
 def port_paths(paths: Iterable[str | os.PathLike], write: bool = True) -> PortReport:
     """Port every Python file under `paths` (files or directories); write them back when `write`."""
-    files, notes = [], []
+    files: list[PortedFile] = []
+    notes: list[tuple[Path, Finding]] = []
     for path in _files(paths):
         if path.suffix == ".py":
             ported = port_file(path)

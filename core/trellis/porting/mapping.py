@@ -146,9 +146,9 @@ def resolve(path: str) -> Resolution:
             name = path.rpartition(".")[2]
             if name in classes:
                 return Mapped(*classes[name])
-    package = _longest_prefix(path, MODULES)
-    if package is not None:
-        found = _in_trellis(path, package)
+    module_prefix = _longest_prefix(path, MODULES)
+    if module_prefix is not None:
+        found = _in_trellis(path, module_prefix)
         if found is not None:
             return found
     return Unmapped(_reason(path))

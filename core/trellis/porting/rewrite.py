@@ -189,8 +189,8 @@ class _Porter:
     def _rewrite_chain(self, name: ast.Name, binding: _Binding) -> None:
         binding.used = True
         chain: list[ast.expr] = [name]
-        while isinstance(self.parents.get(chain[-1]), ast.Attribute) and self.parents[chain[-1]].value is chain[-1]:
-            chain.append(self.parents[chain[-1]])
+        while isinstance(parent := self.parents.get(chain[-1]), ast.Attribute) and parent.value is chain[-1]:
+            chain.append(parent)
         attributes = [node.attr for node in chain[1:]]  # type: ignore[attr-defined]
         for length in range(len(attributes), -1, -1):
             path = ".".join([binding.path, *attributes[:length]])

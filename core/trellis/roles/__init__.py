@@ -7,8 +7,19 @@ new import; the kernel's own modules are not warned about.
 from __future__ import annotations
 
 import sys
+import typing as _typing
 import warnings
 from importlib import import_module
+
+if _typing.TYPE_CHECKING:  # imported on first use at run time, through __getattr__ below
+    from trellis.roles.accelerator import Accelerator as Accelerator
+    from trellis.roles.checkpoint_io import CheckpointIO as CheckpointIO
+    from trellis.roles.cluster_environment import ClusterEnvironment as ClusterEnvironment
+    from trellis.roles.logger import Logger as Logger
+    from trellis.roles.precision import Precision as Precision
+    from trellis.roles.strategy import Launcher as Launcher
+    from trellis.roles.strategy import SingleDeviceStrategy as SingleDeviceStrategy
+    from trellis.roles.strategy import Strategy as Strategy
 
 #: role interface -> the module that defines it.
 _DEFINED_IN = {

@@ -93,7 +93,7 @@ class Accelerator:
         """Move a batch (any nesting of tensors) onto the device."""
         return move_to_device(batch, device)
 
-    def wrap_dataloader(self, dataloader: Iterable, device: torch.device) -> Iterable:
+    def wrap_dataloader(self, dataloader: Iterable[Any], device: torch.device) -> Iterable[Any]:
         """A device-specific loader around `dataloader` (XLA's parallel loader); identity by default."""
         return dataloader
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 class CheckpointIO:

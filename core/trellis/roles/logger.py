@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 
@@ -38,7 +38,8 @@ class Logger:
     def from_trainer(cls, root_dir: str) -> Logger:
         """Build the logger chosen by name: loggers that take a `save_dir` get the Trainer's default_root_dir."""
         if "save_dir" in inspect.signature(cls).parameters:
-            return cls(save_dir=root_dir)
+            build: Callable[..., Logger] = cls  # a subclass that takes save_dir
+            return build(save_dir=root_dir)
         return cls()
 
     @property

@@ -34,7 +34,7 @@ class Precision:
         """Bring the floating tensors of a batch into this precision."""
         return batch
 
-    def forward_context(self, device_type: str) -> contextlib.AbstractContextManager:
+    def forward_context(self, device_type: str) -> contextlib.AbstractContextManager[object]:
         """Context around forward and the step functions (autocast for mixed modes)."""
         return contextlib.nullcontext()
 
@@ -43,7 +43,7 @@ class Precision:
         has one (a trellis.Module, which a user may override), else `loss.backward()`."""
         backward = getattr(module, "backward", None)
         if backward is None:
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         else:
             backward(loss)
 

@@ -120,11 +120,13 @@ class Strategy:
 
     def setup_environment(self) -> None:
         """Join the process group (distributed strategies) and set up this process's device."""
+        assert self.accelerator is not None, "connect() first"
         self.accelerator.setup_device(self.root_device)
 
     # -- topology ---------------------------------------------------------------------------
     @property
     def root_device(self) -> torch.device:
+        assert self.accelerator is not None, "connect() first"
         return self.accelerator.device(self.devices[self.local_rank])
 
     @property
@@ -153,7 +155,7 @@ class Strategy:
         return None
 
     # -- model and optimizers -----------------------------------------------------------------
-    def model_init_context(self) -> contextlib.AbstractContextManager:
+    def model_init_context(self) -> contextlib.AbstractContextManager[object]:
         """Context around `Module.configure_model`: sharding strategies create layers already sharded there."""
         return contextlib.nullcontext()
 
@@ -181,6 +183,7 @@ class Strategy:
 
     def run_step(self, method: str, *args: Any) -> Any:
         """Call a step method of the module (training_step, ...) inside the precision context."""
+        assert self.accelerator is not None, "connect() first"
         with self.precision.forward_context(self.accelerator.device_type):
             return getattr(self.module, method)(*args)
 
@@ -192,7 +195,8 @@ class Strategy:
         """
         if (type(self).run_step is Strategy.run_step
                 and type(self.precision).forward_context is Precision.forward_context):
-            return getattr(self.module, method)
+            step: Callable[..., Any] = getattr(self.module, method)
+            return step
         return functools.partial(self.run_step, method)
 
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
@@ -215,18 +219,20 @@ class Strategy:
         else:
             raise ConfigurationError(f"gradient_clip_algorithm={algorithm!r} is unknown: use 'norm' or 'value'")
 
-    def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+    def no_backward_sync(self, enabled: bool) -> contextlib.AbstractContextManager[object]:
         """Context that skips gradient synchronisation (while accumulating gradients)."""
         return contextlib.nullcontext()
 
     # -- data -------------------------------------------------------------------------------
     def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
         """Move a batch onto this process's device (`device`: that device, when the caller has it at hand)."""
+        assert self.accelerator is not None, "connect() first"
         return self.accelerator.batch_to_device(batch, device or self.root_device)
 
-    def process_dataloader(self, dataloader: Iterable, training: bool = False) -> Iterable:
+    def process_dataloader(self, dataloader: Iterable[Any], training: bool = False) -> Iterable[Any]:
         """The loader the loop iterates; `training` is True for the training loader of fit (its batch size is
         the micro batch size a strategy may need)."""
+        assert self.accelerator is not None, "connect() first"
         return self.accelerator.wrap_dataloader(dataloader, self.root_device)
 
     # -- collectives --------------------------------------------------------------------------
@@ -247,6 +253,7 @@ class Strategy:
 
     # -- checkpoints --------------------------------------------------------------------------
     def module_state_dict(self) -> dict[str, Any]:
+        assert self.module is not None, "setup() first"
         return self.module.state_dict()
 
     def checkpoint_weights(self, weights_only: bool = False) -> dict[str, Any]:
@@ -259,6 +266,7 @@ class Strategy:
         return self.module_state_dict()
 
     def load_module_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        assert self.module is not None, "setup() first"
         self.module.load_state_dict(state, strict=strict)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -269,13 +277,16 @@ class Strategy:
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike) -> None:
         """Write a checkpoint: global rank zero writes a full-state one, every rank takes part in a sharded one."""
+        assert self.checkpoint_io is not None, "connect() first"
         if self.is_global_zero or self.checkpoint_io.sharded:
             self.checkpoint_io.save_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: PathLike, weights_only: bool = True) -> dict[str, Any]:
+        assert self.checkpoint_io is not None, "connect() first"
         return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
 
     def remove_checkpoint(self, path: PathLike) -> None:
+        assert self.checkpoint_io is not None, "connect() first"
         if self.is_global_zero:
             self.checkpoint_io.remove_checkpoint(path)
 
@@ -294,7 +305,8 @@ class SingleDeviceStrategy(Strategy):
 
     name = "single_device"
 
-    def connect(self, accelerator, precision, checkpoint_io, devices, num_nodes) -> None:  # noqa: ANN001
+    def connect(self, accelerator: Accelerator, precision: Precision, checkpoint_io: CheckpointIO,
+                devices: list[int], num_nodes: int) -> None:
         if len(devices) != 1 or num_nodes != 1:
             raise ConfigurationError(
                 f"strategy='single_device' runs on one device, but devices={devices} and num_nodes={num_nodes} "

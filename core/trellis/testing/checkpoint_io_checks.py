@@ -105,6 +105,7 @@ def check_kill_mid_save(subject: Subject, tmp_path: Path) -> None:
 
 def _kill_mid_save(run: subprocess.Popen, delay: float, what: str) -> int:
     """Let the run save on, kill it `delay` s after two more saves returned; the last version that returned."""
+    assert run.stdin is not None  # a pipe
     try:
         run.stdin.write("go\n")
         run.stdin.flush()
@@ -125,6 +126,7 @@ def _start(subject: Subject, path: Path, mode: str) -> subprocess.Popen:
 def _read_lines(process: subprocess.Popen, count: int, what: str) -> list[str]:
     """`count` lines of the process's output, or a failure with its error output."""
     lines: list[str] = []
+    assert process.stdout is not None and process.stderr is not None  # pipes
     deadline = time.monotonic() + START_TIMEOUT_S
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)

@@ -164,6 +164,7 @@ def _require_attribute(
 
 def _missing_method_message(cls: type, base: type, method: str) -> str:
     base_attribute = vars(base)[method]
+    function: Any
     if isinstance(base_attribute, property):
         function, kind = base_attribute.fget, "@property "
     elif isinstance(base_attribute, classmethod):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,9 @@ from trellis.testing.subject import (
     Target,
     unexpected_errors_fail,
 )
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,7 +85,7 @@ class ConformanceItem(pytest.Item):
     def runtest(self) -> None:
         run_check(self.check, self.subject)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, ConformanceFailure):
             return f"{self.subject.target} does not pass '{self.check.id}' ({self.check.summary}):\n{excinfo.value}"
         return super().repr_failure(excinfo)

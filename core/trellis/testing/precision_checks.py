@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -142,8 +142,9 @@ def _loss(precision: Precision, module: torch.nn.Module, batch: Any) -> torch.Te
         context = precision.forward_context("cpu")
     except ConfigurationError as error:
         raise ConformanceSkip(f"{type(precision).__qualname__} cannot run on CPU: {error}") from None
+    layer = cast(torch.nn.Linear, module.layer)  # TinyRegression's
     with context:
-        return torch.nn.functional.mse_loss(module.layer(inputs), targets.to(module.layer.weight.dtype))
+        return torch.nn.functional.mse_loss(layer(inputs), targets.to(layer.weight.dtype))
 
 
 def _step_with_closure(

@@ -62,9 +62,11 @@ def run_watched(command: list[str], timeout: float = 90, **variables: str) -> Wa
     process = _start(command, variables)
     lines: list[tuple[float, str]] = []
     stdout: list[str] = []
+    out, err = process.stdout, process.stderr
+    assert out is not None and err is not None  # pipes
     readers = [
-        threading.Thread(target=lambda: lines.extend((time.time(), line.rstrip("\n")) for line in process.stderr)),
-        threading.Thread(target=lambda: stdout.append(process.stdout.read())),
+        threading.Thread(target=lambda: lines.extend((time.time(), line.rstrip("\n")) for line in err)),
+        threading.Thread(target=lambda: stdout.append(out.read())),
     ]
     for reader in readers:
         reader.start()

@@ -81,9 +81,10 @@ def check_device_placement(subject: Subject, tmp_path: Path) -> None:
             "torch.device(device_type, index), and keep device_type the torch device type your tensors live on"
         )
     _call(accelerator, "setup_device", "must prepare the process for the device", device)
-    batch = {"inputs": torch.arange(6.0).reshape(2, 3), "rest": (torch.tensor([1, 2]), "label")}
+    batch: dict[str, Any] = {"inputs": torch.arange(6.0).reshape(2, 3), "rest": (torch.tensor([1, 2]), "label")}
     moved = _call(accelerator, "batch_to_device", "must move every tensor of a nested batch", batch, device)
-    tensors = (moved.get("inputs"), moved.get("rest", (None,))[0]) if isinstance(moved, dict) else (None, None)
+    tensors: tuple[Any, Any] = ((moved.get("inputs"), moved.get("rest", (None,))[0]) if isinstance(moved, dict)
+                                else (None, None))
     if not all(isinstance(tensor, torch.Tensor) and tensor.device.type == device.type for tensor in tensors) or (
         moved["rest"][1] != "label"
     ):

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -36,7 +36,7 @@ FACTORY_ROLES = frozenset({"strategy", "precision", "checkpoint_io", "callback"}
 DEFAULT_IMPORT_BUDGET_S = 0.5
 T = TypeVar("T")
 #: where the kernel and torch live, and the standard library: frames there are not the plugin's code.
-_KERNEL_AND_TORCH = tuple(os.path.dirname(module.__file__) + os.sep for module in (trellis, torch))
+_KERNEL_AND_TORCH = tuple(os.path.dirname(cast(str, module.__file__)) + os.sep for module in (trellis, torch))
 _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 
 
@@ -124,7 +124,7 @@ class Subject:
                 ) from None
         return self.cache["loaded"]
 
-    def plugin_class(self) -> type:
+    def plugin_class(self) -> type[Any]:
         """The class the kernel instantiates; a factory is called once to find it."""
         loaded = self.load()
         if isinstance(loaded, type):

@@ -165,7 +165,7 @@ class BackgroundDelivery:
             self._thread = threading.Thread(
                 target=self._run, args=(self._generation,), name=f"trellis-{self.backend}-delivery", daemon=True
             )
-            self.put = self._items.append  # type: ignore[method-assign]
+            self.put = self._items.append  # type: ignore[method-assign, assignment]
         self._thread.start()
 
     def _run(self, generation: int) -> None:

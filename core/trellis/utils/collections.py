@@ -13,7 +13,8 @@ def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
     if isinstance(data, torch.Tensor):
         return function(data)
     if isinstance(data, Mapping):
-        return type(data)({key: apply_to_tensors(value, function) for key, value in data.items()})
+        mapping_type: Callable[..., Any] = type(data)  # a concrete mapping, built from a dict
+        return mapping_type({key: apply_to_tensors(value, function) for key, value in data.items()})
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(apply_to_tensors(value, function) for value in data))
     if isinstance(data, (list, tuple)):

@@ -32,7 +32,8 @@ def capture_rng(device: DeviceRNG | None = None) -> dict[str, Any]:
         import numpy
     except ImportError:
         return states
-    kind, numpy_keys, position, has_gauss, cached = numpy.random.get_state()
+    legacy_state: Any = numpy.random.get_state()  # the legacy tuple (numpy's stubs type it as the dict form)
+    kind, numpy_keys, position, has_gauss, cached = legacy_state
     states["numpy"] = {"keys": torch.from_numpy(numpy_keys.astype("int64")), "position": int(position),
                        "has_gauss": int(has_gauss), "cached": float(cached)}
     return states

@@ -22,7 +22,7 @@ from trellis.utils.rank_zero import global_rank, rank_zero_warn
 try:
     import fcntl
 except ImportError:  # no advisory locks (Windows): runs are never taken over
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 LEASE_FILE = ".trellis_run"
 RUNNING, CHECKPOINTED = "running", "checkpointed"
@@ -61,6 +61,7 @@ class RunDirectory:
             if global_rank() == 0:
                 with self._mutex, contextlib.suppress(OSError):  # a full disk: claim() retries before writing
                     self._lock()
+        assert self._version is not None
         return self._version
 
     @property
@@ -159,6 +160,7 @@ class RunDirectory:
 
     def _write_state(self, state: str) -> None:
         lease = self._lease
+        assert lease is not None
         lease.seek(0)
         lease.truncate()
         lease.write(json.dumps({"state": state, "pid": os.getpid(), "host": socket.gethostname()}))
