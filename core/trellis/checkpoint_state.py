@@ -16,6 +16,7 @@ from trellis.utils.rank_zero import rank_zero_warn
 from trellis.utils.rng import training_rng_state
 
 if TYPE_CHECKING:
+    from trellis.roles import Logger
     from trellis.run import Run
 
 
@@ -176,5 +177,5 @@ def _callback_states(callbacks: list[Any]) -> dict[str, Any]:
     return states
 
 
-def _logger_key(logger: Any) -> str:
+def _logger_key(logger: Logger) -> str:
     return logger.name or type(logger).__name__

@@ -8,7 +8,7 @@ the global RNG inside `*_dataloader()` gets the same data as under Lightning.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trellis.data import batch_limit, in_order, request_loaders, require_batches
 from trellis.distributed_data import distribute
@@ -16,6 +16,10 @@ from trellis.errors import ConfigurationError
 from trellis.roles import Strategy
 from trellis.settings import TrainerSettings
 from trellis.stages import TRAIN, VALIDATION, LoopStage
+
+if TYPE_CHECKING:
+    from trellis.datamodule import DataModule
+    from trellis.module import Module
 
 
 def prepare_loader(loader: Iterable[Any], strategy: Strategy, settings: TrainerSettings) -> Iterable[Any]:
@@ -26,7 +30,7 @@ def prepare_loader(loader: Iterable[Any], strategy: Strategy, settings: TrainerS
     return distribute(loader, sampler_kwargs)
 
 
-def stage_loaders(stage: LoopStage, given: Any, module: Any, datamodule: Any, strategy: Strategy,
+def stage_loaders(stage: LoopStage, given: Any, module: Module, datamodule: DataModule | None, strategy: Strategy,
                   settings: TrainerSettings) -> tuple[list[Iterable[Any]], list[float]]:
     """A loop's loaders (from the call, the DataModule or the Module) and the batches to run of each."""
     loaders = [prepare_loader(loader, strategy, settings)
@@ -37,7 +41,7 @@ def stage_loaders(stage: LoopStage, given: Any, module: Any, datamodule: Any, st
 class FitData:
     """Training and validation loaders of one fit."""
 
-    def __init__(self, given: dict[str, Any], module: Any, datamodule: Any, strategy: Strategy,
+    def __init__(self, given: dict[str, Any], module: Module, datamodule: DataModule | None, strategy: Strategy,
                  settings: TrainerSettings) -> None:
         self._given, self._module, self._datamodule = given, module, datamodule
         self._strategy, self._settings = strategy, settings

@@ -18,7 +18,7 @@ import pluggy
 from trellis.errors import HookValidationError
 from trellis.hookspecs import HOOK_NAMES, HookName, LifecycleHooks
 
-_IMPL_OPTS = {
+_IMPL_OPTS: pluggy.HookimplOpts = {
     "wrapper": False,
     "hookwrapper": False,
     "optionalhook": False,
@@ -42,14 +42,14 @@ class HookManager(pluggy.PluginManager):
         #: hook calls are monitored (the simple profiler): the loops then call through pluggy.
         self.monitored = False
 
-    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         if name not in HOOK_NAMES:
             return None
         if isinstance(plugin, _PositionalHooks):
-            return dict(_IMPL_OPTS) if name in plugin.hooks else None
-        return dict(_IMPL_OPTS) if _implements(plugin, name) else None
+            return _IMPL_OPTS.copy() if name in plugin.hooks else None
+        return _IMPL_OPTS.copy() if _implements(plugin, name) else None
 
-    def register(self, plugin: Any, name: str | None = None) -> str | None:
+    def register(self, plugin: object, name: str | None = None) -> str | None:
         _check_hook_names(plugin)
         adapted = _positional_hooks(plugin)
         if adapted is not None:
@@ -58,17 +58,17 @@ class HookManager(pluggy.PluginManager):
         self._refresh()
         return plugin_name
 
-    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
         if plugin is not None:
             plugin = self._proxies.pop(id(plugin), plugin)
         removed = super().unregister(plugin, name)
         self._refresh()
         return removed
 
-    def is_registered(self, plugin: Any) -> bool:
+    def is_registered(self, plugin: object) -> bool:
         return super().is_registered(self._proxies.get(id(plugin), plugin))
 
-    def register_in_call_order(self, plugins: Iterable[Any]) -> None:
+    def register_in_call_order(self, plugins: Iterable[object]) -> None:
         """Register so that hooks run in the given order (pluggy calls the last registered first)."""
         for plugin in reversed(list(plugins)):
             if plugin is not None and not self.is_registered(plugin):
@@ -89,12 +89,12 @@ class HookManager(pluggy.PluginManager):
         }
 
 
-def _implements(plugin: Any, name: str) -> bool:
+def _implements(plugin: object, name: str) -> bool:
     method = getattr(type(plugin), name, None) if not inspect.ismodule(plugin) else getattr(plugin, name, None)
     return method is not None and callable(method) and not getattr(method, "_trellis_default_hook", False)
 
 
-def _check_hook_names(plugin: Any) -> None:
+def _check_hook_names(plugin: object) -> None:
     """Refuse methods whose names are near misses of real hooks (a typo would never be called)."""
     from trellis.module_hooks import LOOP_METHOD_NAMES
 
@@ -115,7 +115,7 @@ class _PositionalHooks:
     """What is registered for an object with hooks whose arguments must be passed positionally: for each
     hook it implements, a function taking the hook's argument names that forwards them in order."""
 
-    def __init__(self, plugin: Any, hooks: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, plugin: object, hooks: dict[str, Callable[..., Any]]) -> None:
         self.plugin, self.hooks = plugin, hooks
         for name, function in hooks.items():
             setattr(self, name, function)
@@ -124,7 +124,7 @@ class _PositionalHooks:
         return f"<hooks of {self.plugin!r}, arguments passed in order>"
 
 
-def _positional_hooks(plugin: Any) -> _PositionalHooks | None:
+def _positional_hooks(plugin: object) -> _PositionalHooks | None:
     """The plugin's hooks as _PositionalHooks when one of them names arguments the hook does not pass."""
     if inspect.ismodule(plugin):
         return None
@@ -142,7 +142,7 @@ def _positional_hooks(plugin: Any) -> _PositionalHooks | None:
     return _PositionalHooks(plugin, hooks) if positional else None
 
 
-def _reference_signatures(plugin: Any) -> Callable[[str], list[str]]:
+def _reference_signatures(plugin: object) -> Callable[[str], list[str]]:
     """The order hook arguments are passed in: the Module form for modules and datamodules, else the spec's."""
     from trellis.datamodule import DataModule
     from trellis.module_hooks import ModuleHooks

@@ -16,11 +16,14 @@ from trellis.stages import EntryPoint, TrainerState
 
 if TYPE_CHECKING:
     from trellis.callbacks.base import Callback
+    from trellis.datamodule import DataModule
     from trellis.fit_data import FitData
     from trellis.loops.fit import FitLoop
     from trellis.loops.optimization import Optimization
+    from trellis.module import Module
     from trellis.optim import SchedulerConfig
     from trellis.preemption import PreemptionHandler
+    from trellis.trainer import Trainer
 
 
 class LogSink:
@@ -54,9 +57,9 @@ class Run:
     """
 
     entry: EntryPoint
-    trainer: Any
-    module: Any
-    datamodule: Any
+    trainer: Trainer
+    module: Module
+    datamodule: DataModule | None
     strategy: Strategy
     settings: TrainerSettings
     hooks: BoundHooks

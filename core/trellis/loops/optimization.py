@@ -21,6 +21,7 @@ from trellis.roles import Precision, Strategy
 
 if TYPE_CHECKING:
     from trellis.metrics import MetricStore
+    from trellis.module import Module
     from trellis.run import Run
 
 _Tensor = torch.Tensor
@@ -33,7 +34,7 @@ _CLOSURE_FIRST = frozenset({
 })
 
 
-def loss_from(outputs: Any, module: Any) -> torch.Tensor | None:
+def loss_from(outputs: Any, module: Module) -> torch.Tensor | None:
     """The loss in what training_step returned: a tensor, a dict with "loss", or None."""
     if outputs is None or isinstance(outputs, torch.Tensor):
         return outputs
@@ -48,7 +49,7 @@ def loss_from(outputs: Any, module: Any) -> torch.Tensor | None:
     )
 
 
-def log_classic_result(result: Any, module: Any) -> None:
+def log_classic_result(result: Any, module: Module) -> None:
     """Classic dict results: their "log" and "progress_bar" sub-dicts are logged."""
     if not isinstance(result, dict):
         return
@@ -68,7 +69,7 @@ def takes_batch_index(step: Callable[..., Any]) -> bool:
     return "batch_idx" in arguments or spec.varargs is not None or len(arguments) >= 2
 
 
-def takes_optimizer_index(module: Any) -> bool:
+def takes_optimizer_index(module: Module) -> bool:
     """Classic form: training_step(self, batch, batch_idx, optimizer_idx) with several optimizers."""
     return "optimizer_idx" in inspect.signature(module.training_step).parameters
 
