@@ -31,7 +31,7 @@ class Counting(trellis.DataModule):
         self.epochs_served = state["epochs_served"]
 
 
-class Tested(TinyRegressor):
+class EvaluatedRegressor(TinyRegressor):
     def test_step(self, batch, batch_idx):
         x, y = batch
         self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
@@ -40,17 +40,17 @@ class Tested(TinyRegressor):
 def test_the_state_is_saved_under_the_class_name_and_restored_on_resume_and_for_test(tmp_path):
     data = Counting()
     trainer = quiet_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1)
-    trainer.fit(Tested(), datamodule=data)
+    trainer.fit(EvaluatedRegressor(), datamodule=data)
     trainer.save_checkpoint(tmp_path / "three.ckpt")
     assert torch.load(tmp_path / "three.ckpt", weights_only=True)["Counting"] == {"epochs_served": 3}
 
     resumed = Counting()
     quiet_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1).fit(
-        Tested(), datamodule=resumed, ckpt_path=tmp_path / "three.ckpt")
+        EvaluatedRegressor(), datamodule=resumed, ckpt_path=tmp_path / "three.ckpt")
     assert resumed.restored == [{"epochs_served": 3}] and resumed.epochs_served == 4
 
     tested = Counting()
-    quiet_trainer().test(Tested(), datamodule=tested, ckpt_path=tmp_path / "three.ckpt", verbose=False)
+    quiet_trainer().test(EvaluatedRegressor(), datamodule=tested, ckpt_path=tmp_path / "three.ckpt", verbose=False)
     assert tested.restored == [{"epochs_served": 3}]
 
 

@@ -44,6 +44,7 @@ class Example:
     label: str
 
 
+@pytest.mark.filterwarnings("ignore:The batch size inferred from the batch is:UserWarning")
 @pytest.mark.parametrize(("batch", "size"), [
     (torch.zeros(7, 3), 7), (torch.tensor(1.0), 1), ({"x": torch.zeros(5, 2), "y": torch.zeros(5)}, 5),
     ([["a", "b"], torch.zeros(3, 1)], 3), (Example(torch.zeros(6, 4), "text"), 6),

@@ -84,7 +84,7 @@ class SaveDirLogger(Logger):
 
 def test_log_dir_is_the_first_logger_s_run_directory_else_its_save_dir_else_the_root(tmp_path):
     with_csv = trellis.Trainer(logger="csv", default_root_dir=tmp_path, enable_progress_bar=False)
-    assert with_csv.log_dir == with_csv.logger.log_dir == str(tmp_path / "trellis_logs" / "version_0")
+    assert with_csv.log_dir == with_csv.logger.log_dir == str(tmp_path / "lightning_logs" / "version_0")
     assert quiet_trainer(logger=SaveDirLogger(str(tmp_path / "runs"))).log_dir == str(tmp_path / "runs")
     assert quiet_trainer(default_root_dir=tmp_path).log_dir == str(tmp_path)
 
@@ -94,7 +94,7 @@ def test_under_ddp_every_rank_reads_rank_zero_s_log_dir_and_all_gather_passes_gr
     result = run([sys.executable, str(JOB), str(tmp_path)], timeout=240)
     assert result.returncode == 0, result.stderr
     rank0, rank1 = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1))
-    version_0 = str(tmp_path / "trellis_logs" / "version_0")
+    version_0 = str(tmp_path / "lightning_logs" / "version_0")
     assert rank0["log_dir"] == rank1["log_dir"] == version_0
     assert rank1["own_version_dir"] != version_0  # what rank 1's logger would say on its own
     assert rank0["gathered"] == rank1["gathered"] == [1.0, 2.0]

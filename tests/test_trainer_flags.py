@@ -86,6 +86,7 @@ def test_pytorch_profiler_writes_a_chrome_trace(tmp_path):
     assert "Self CPU" in (tmp_path / "profile-pytorch.txt").read_text()
 
 
+@pytest.mark.filterwarnings("ignore:Error detected in:UserWarning")
 def test_detect_anomaly_names_the_backward_op_that_made_nan():
     class MakesNan(TinyRegressor):
         def training_step(self, batch, batch_idx):

@@ -50,6 +50,13 @@ class TrainerSettings:
         limit: int | float = getattr(self, stage.limit_flag)
         return limit
 
+    def logs_step_metrics(self, batches_that_stepped: int, should_stop: bool) -> bool:
+        """Whether the step that brings `batches_that_stepped` to one more sends its metrics to the loggers: every
+        `log_every_n_steps` steps and when the fit stops (never with `log_every_n_steps=0`), every step in
+        fast_dev_run."""
+        every = self.log_every_n_steps
+        return bool(self.fast_dev_run) or every > 0 and ((batches_that_stepped + 1) % every == 0 or should_stop)
+
     @property
     def preemption_checkpoint_path(self) -> str:
         return self.preemption_checkpoint or os.path.join(self.default_root_dir, "preempted.ckpt")
@@ -80,6 +87,9 @@ def build_settings(
     overfit_batches trains and validates on the same first batches."""
     if accumulate_grad_batches < 1:
         raise ConfigurationError(f"accumulate_grad_batches={accumulate_grad_batches}: pass 1 or more")
+    if log_every_n_steps < 0:
+        raise ConfigurationError(
+            f"log_every_n_steps={log_every_n_steps}: pass 1 or more (0 sends no step metrics to the loggers)")
     if isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
         raise ConfigurationError(
             f"val_check_interval={val_check_interval}: a fraction lies in (0, 1]; an int counts batches")
@@ -97,7 +107,7 @@ def build_settings(
         max_epochs=max_epochs, min_epochs=min_epochs or 0, max_steps=max_steps, min_steps=min_steps or 0,
         max_time=duration_seconds(max_time), val_check_interval=val_check_interval,
         num_sanity_val_steps=num_sanity_val_steps, accumulate_grad_batches=accumulate_grad_batches,
-        log_every_n_steps=max(1, log_every_n_steps), overfit_batches=overfit_batches, fast_dev_run=fast_dev_run,
+        log_every_n_steps=log_every_n_steps, overfit_batches=overfit_batches, fast_dev_run=fast_dev_run,
         default_root_dir=os.fspath(default_root_dir) if default_root_dir else os.getcwd(),
         preemption_checkpoint=os.fspath(preemption_checkpoint) if preemption_checkpoint else None,
         **flags,

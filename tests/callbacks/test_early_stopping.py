@@ -46,7 +46,8 @@ def first_stop(losses: list[float], patience: int, min_delta: float = 0.0) -> tu
 
 
 @pytest.mark.parametrize(("losses", "patience", "min_delta"), [
-    ([6, 5, 5, 5, 5, 5], 3, 0.0), ([6, 5, 4, 4, 3, 3], 1, 0.0), ([6, 5, 6, 5, 5, 5], 3, 0.0),
+    ([6.0, 5.0, 5.0, 5.0, 5.0, 5.0], 3, 0.0), ([6.0, 5.0, 4.0, 4.0, 3.0, 3.0], 1, 0.0),
+    ([6.0, 5.0, 6.0, 5.0, 5.0, 5.0], 3, 0.0),
     ([1.0, 0.95, 0.92, 0.91, 0.9, 0.5], 2, 0.05),
 ])
 def test_stops_when_patience_is_exhausted(losses, patience, min_delta):

@@ -17,6 +17,9 @@ from trellis.errors import ConfigurationError
 needs_jsonargparse = pytest.mark.skipif(importlib.util.find_spec("jsonargparse") is None,
                                         reason="the config command needs the cli extra: pip install 'trellis[cli]'")
 
+# seed_everything_default=True seeds 0 with a warning that no seed was given, as LightningCLI does
+pytestmark = pytest.mark.filterwarnings(r"ignore:seed_everything\(\) found no seed:UserWarning")
+
 DATA_MODULE = '''
 import trellis
 from torch.utils.data import DataLoader
@@ -106,6 +109,7 @@ def test_the_saved_config_reruns_and_validate_reads_the_checkpoint(project):
     assert yaml.safe_load(configs[1].read_text())["ckpt_path"] == str(checkpoint)
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
 @needs_jsonargparse
 def test_an_existing_config_is_not_overwritten_silently(project):
     arguments = ["fit", "--config", str(project / "run.yaml"), "--trainer.logger=false"]

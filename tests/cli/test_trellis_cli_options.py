@@ -20,6 +20,9 @@ from trellis.cli import (
 )
 from trellis.errors import ConfigurationError
 
+# seed_everything_default=True seeds 0 with a warning that no seed was given, as LightningCLI does
+pytestmark = pytest.mark.filterwarnings(r"ignore:seed_everything\(\) found no seed:UserWarning")
+
 
 class Net(trellis.Module):
     def __init__(self, in_features: int = 4, lr: float = 0.1, optimizer: OptimizerCallable = torch.optim.SGD):

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import trellis
 from support import quiet_trainer
+from trellis.errors import ConfigurationError
 
 SIZES = [4, 4, 2]  # 10 samples in batches of 4: the epoch mean must weigh the last batch by 2
 
@@ -109,6 +110,18 @@ def test_log_every_n_steps_picks_the_rows_and_a_value_not_logged_again_keeps_its
     trainer.fit(Sparse(), data(samples=16))
     rows = [(step, row.get("first_only")) for step, row in recording_logger.rows if "both_step" in row]
     assert rows == [(1, 7.0), (3, 7.0)]  # Lightning logs a value's latest step value until the epoch ends
+
+
+def test_log_every_n_steps_zero_sends_epoch_rows_only_and_a_negative_one_is_refused(recording_logger):
+    trainer = quiet_trainer(max_epochs=2, logger=recording_logger, log_every_n_steps=0, limit_val_batches=0,
+                            callbacks=[trellis.callbacks.LearningRateMonitor()])
+    trainer.fit(Logging(), data())
+    rows = recording_logger.rows
+    assert not [row for _, row in rows if "both_step" in row]
+    assert [(step, row["epoch"]) for step, row in rows if "epoch_only" in row] == [(2, 0), (5, 1)]
+    assert [step for step, row in rows if "lr-SGD" in row] == [0, 3]  # the monitor's epoch-start rows only
+    with pytest.raises(ConfigurationError, match="log_every_n_steps=-1: pass 1 or more"):
+        quiet_trainer(log_every_n_steps=-1)
 
 
 def test_evaluation_values_reach_callbacks_once_reduced_and_steps_go_to_the_loggers(recording_logger):

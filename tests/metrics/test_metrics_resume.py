@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchmetrics
 from torch.utils.data import DataLoader, TensorDataset
@@ -56,6 +57,7 @@ def fit(root, logger, ckpt_path=None) -> trellis.Trainer:
     return trainer
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")
 def test_resuming_inside_an_epoch_logs_what_the_uninterrupted_run_logged(tmp_path, make_recording_logger):
     recording_logger, resumed_logger = make_recording_logger(), make_recording_logger()
     uninterrupted = fit(tmp_path, recording_logger)

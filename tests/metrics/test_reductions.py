@@ -88,6 +88,7 @@ def test_a_batch_without_tensors_needs_an_explicit_batch_size():
         epoch_value(Strings(), DataLoader(["a", "b", "c"], batch_size=2))
 
 
+@pytest.mark.filterwarnings("ignore:self.log\\('x', ...\\) got a torch.int64 value:UserWarning")
 @pytest.mark.parametrize(("value", "expected"), [
     (lambda index: index, 2.0),  # int
     (lambda index: torch.tensor(index), 2.0),  # int tensor: converted to float (with a warning)

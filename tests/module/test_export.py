@@ -52,6 +52,8 @@ def test_tracing_needs_inputs_and_takes_them_from_example_inputs():
         net.to_torchscript(method="compile")
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_to_onnx_writes_a_model_onnx_checks(tmp_path):
     import onnx
 
@@ -80,6 +82,8 @@ def test_to_onnx_without_onnx_says_how_to_install_it(monkeypatch, tmp_path):
         Net().to_onnx(tmp_path / "net.onnx")
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_exports_bring_the_input_through_the_batch_transfer_hooks(tmp_path):
     class Transformed(Net):
         def __init__(self) -> None:

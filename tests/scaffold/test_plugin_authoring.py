@@ -123,7 +123,7 @@ def test_broken_plugins_fail_the_kit_with_what_to_fix(installed, tmp_path):
     assert "import backend libraries (device SDKs, service clients) inside the methods that use them" in output
     assert "accelerator:acme-no-count does not pass 'descriptor'" in output
     assert (
-        "AcmeNoCountAccelerator does not implement device_count(), which trellis.roles.Accelerator requires: How many "
+        "AcmeNoCountAccelerator does not implement device_count(), which trellis.plugin.Accelerator requires: How many "
         "devices this process can see. Define `@classmethod def device_count(cls) -> int` in trellis_acme_no_count."
     ) in output
     assert re.search(r"\d+ failed, \d+ passed", output)

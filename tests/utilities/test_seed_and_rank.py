@@ -24,10 +24,10 @@ def no_seed(monkeypatch):
 def test_the_seed_is_returned_exported_and_announced(no_seed, capsys):
     assert seed_everything(42, workers=True) == 42
     state = (random.random(), torch.rand(2))
-    assert capsys.readouterr().out == "Seed set to 42\n"
+    assert capsys.readouterr().err == "Seed set to 42\n"
     assert (os.environ["TRELLIS_GLOBAL_SEED"], os.environ["TRELLIS_SEED_WORKERS"]) == ("42", "1")
     assert seed_everything(42.7, verbose=False) == 42  # numbers are taken as ints
-    assert (random.random(), torch.rand(2))[0] == state[0] and capsys.readouterr().out == ""
+    assert (random.random(), torch.rand(2))[0] == state[0] and capsys.readouterr().err == ""
 
 
 def test_without_a_seed_the_environment_s_is_taken_else_zero_with_a_warning(no_seed):

@@ -69,7 +69,7 @@ def test_info_and_warn_speak_on_rank_zero_only(rank, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rank_zero_warn("not raised")
-    assert capsys.readouterr().out == "epoch 3 done\n"
+    assert capsys.readouterr().err == "epoch 3 done\n"
 
 
 def test_rank_zero_debug_logs_to_the_trellis_logger(rank, caplog):

@@ -90,6 +90,7 @@ def test_a_flush_does_not_wait_again_for_an_attempt_that_is_already_stuck(backen
     delivery.close(1)
 
 
+@pytest.mark.filterwarnings("ignore:disk failed:UserWarning")
 def test_memory_stays_bounded_while_the_backend_fails(backend, tmp_path):
     spill = tmp_path / "spill.jsonl"
     delivery = BackgroundDelivery("disk", backend.deliver, lambda: str(spill), interval=0.01, retry_interval=0.01,

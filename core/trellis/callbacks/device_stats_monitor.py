@@ -48,7 +48,7 @@ class DeviceStatsMonitor(Callback):
 
     def _log(self, trainer: Any, hook: str) -> None:
         loop = trainer.fit_loop
-        if not ((loop.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop):
+        if not trainer.settings.logs_step_metrics(loop.batches_that_stepped, trainer.should_stop):
             return
         if self._cpu_stats is False and trainer.strategy.root_device.type == "cpu":
             return

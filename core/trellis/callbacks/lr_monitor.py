@@ -56,7 +56,7 @@ class LearningRateMonitor(Callback):
     def on_train_batch_start(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         loop = trainer.fit_loop
         if self.logging_interval == "epoch" or not (
-                (loop.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop):
+                trainer.settings.logs_step_metrics(loop.batches_that_stepped, trainer.should_stop)):
             return
         self._log(trainer, "step" if self.logging_interval is None else "any")
 

@@ -80,7 +80,7 @@ class ThroughputMonitor(Callback):
 
     def _compute(self, trainer: Any, step: int | None = None) -> None:
         loop = trainer.fit_loop
-        if not ((loop.batches_that_stepped + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop):
+        if not trainer.settings.logs_step_metrics(loop.batches_that_stepped, trainer.should_stop):
             return
         stage = trainer.state.stage
         throughput = self._throughputs[stage]

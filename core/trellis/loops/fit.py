@@ -364,10 +364,8 @@ class _Epochs:
         all), plateau schedulers."""
         loop, run = self.loop, self.run
         if loop.boundary == AFTER_BATCH:
-            settings = run.settings
-            every = settings.log_every_n_steps
-            if loop.stepped and run.log_sink.loggers and (settings.fast_dev_run or every and (
-                    (loop.batches_that_stepped + 1) % every == 0 or loop.should_stop)):
+            if loop.stepped and run.log_sink.loggers and run.settings.logs_step_metrics(
+                    loop.batches_that_stepped, loop.should_stop):
                 run.log_metrics(run.metrics.logged_step_values())
             if validates and self.schedule.due_after_batch(
                     loop.epoch, loop.batches_done - 1, loop.total_batches_done - 1, is_last_batch,

@@ -131,13 +131,20 @@ class ScriptLauncher:
             if self._stopped:
                 return
             self._stopped = True
+        assert self.record is not None  # children exist only once it is made
+        cause = self.record.cause()
+        for local_rank, child in self.children.items():  # the failed rank prints its traceback, then exits
+            if cause == f"rank {self.rank + local_rank}":
+                try:
+                    child.wait(timeout=UNWIND_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
         children = list(self.children.values())
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGKILL)
         for child in children:
             child.wait()
-        assert self.record is not None  # children exist only once it is made
         print(f"[trellis] {self.record.summary()}; every rank was stopped", file=sys.stderr, flush=True)
 
     def _at_exit(self) -> None:

@@ -40,8 +40,9 @@ def __getattr__(name: str) -> object:
     if name not in _DEFINED_IN:
         raise AttributeError(f"module 'trellis.roles' has no attribute {name!r}")
     caller = sys._getframe(1).f_globals.get("__name__", "")
-    # importlib probes the name before the importing statement reads it: warn once, at that statement
-    if caller != "trellis" and not caller.startswith(("trellis.", "importlib")):
+    # importlib probes the name before the importing statement reads it: warn once, at that statement;
+    # jsonargparse probes parent modules for a class's shortest import path, which is no import by the user
+    if caller != "trellis" and not caller.startswith(("trellis.", "importlib", "jsonargparse")):
         warnings.warn(
             f"importing {name} from trellis.roles is deprecated and stops working in the next release: "
             f"use `from trellis.plugin import {name}`",

@@ -61,7 +61,7 @@ def check_descriptor(subject: Subject, tmp_path: Path) -> None:
     """The class subclasses the role, fills in its descriptor attributes and implements what the role requires."""
     loaded = subject.load()
     base = subject.base
-    role_class = f"trellis.roles.{base.__name__}" if subject.role != "callback" else "trellis.Callback"
+    role_class = f"trellis.plugin.{base.__name__}" if subject.role != "callback" else "trellis.Callback"
     if not isinstance(loaded, type):
         if subject.role not in FACTORY_ROLES or not callable(loaded):
             raise ConformanceFailure(
@@ -174,7 +174,7 @@ def _missing_method_message(cls: type, base: type, method: str) -> str:
     doc = (inspect.getdoc(function) or "").split("\n")[0].rstrip(".")
     signature = f"{kind}def {method}{inspect.signature(function, eval_str=True)}"
     return (
-        f"{_qualified(cls)} does not implement {method}(), which trellis.roles.{base.__name__} requires"
+        f"{_qualified(cls)} does not implement {method}(), which trellis.plugin.{base.__name__} requires"
         f"{': ' + doc if doc else ''}. Define `{signature}` in {cls.__module__}."
     )
 

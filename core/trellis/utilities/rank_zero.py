@@ -53,9 +53,10 @@ rank_zero_only = RankZeroOnly()
 
 
 def rank_zero_info(*args: Any, **kwargs: Any) -> None:
-    """Print a message on rank zero (arguments as for `logging.info`: a message and %-format values)."""
+    """Print a message to stderr on rank zero, as Lightning's log handler does (arguments as for `logging.info`:
+    a message and %-format values)."""
     if rank_zero_only.rank == 0:
-        print(_message(args), flush=True)
+        print(_message(args), file=sys.stderr, flush=True)
 
 
 def rank_zero_debug(*args: Any, **kwargs: Any) -> None:

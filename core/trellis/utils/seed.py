@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import torch
 
@@ -40,7 +41,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
         raise ValueError(f"seed_everything({seed}): the seed must lie in [{low}, {high}] (numpy's range)")
     if verbose:
         rank = global_rank()
-        print(f"Seed set to {seed}" if rank == 0 else f"[rank: {rank}] Seed set to {seed}", flush=True)
+        print(f"Seed set to {seed}" if rank == 0 else f"[rank: {rank}] Seed set to {seed}", file=sys.stderr, flush=True)
     os.environ[SEED_VARIABLE] = str(seed)
     os.environ[SEED_WORKERS_VARIABLE] = str(int(workers))
     random.seed(seed)
