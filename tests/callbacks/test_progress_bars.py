@@ -63,6 +63,28 @@ def test_a_given_bar_replaces_the_default_and_a_rich_bar_brings_the_rich_summary
     assert [type(c) for c in trainer.callbacks if isinstance(c, ModelSummary)] == [RichModelSummary]
 
 
+def test_a_bar_written_on_the_base_class_is_enabled_and_the_shipped_bars_switch_off_and_on():
+    class Counting(ProgressBar):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.batches += 1
+
+    custom = Counting()
+    assert custom.is_enabled and not custom.is_disabled  # Lightning's base: a bar shows unless it says otherwise
+    quiet = dict(enable_model_summary=False, logger=False, enable_checkpointing=False, max_epochs=1)
+    trellis.Trainer(callbacks=[custom], **quiet).fit(TinyRegressor(), loader())
+    assert custom.batches > 0
+    for bar in (TQDMProgressBar(), RichProgressBar(), PlainProgressBar()):
+        bar.disable()
+        assert bar.is_disabled and not bar.is_enabled
+        bar.enable()
+        assert bar.is_enabled
+    assert TQDMProgressBar(refresh_rate=0).is_disabled
+
+
 def test_two_bars_or_a_bar_with_bars_turned_off_are_refused():
     with pytest.raises(ConfigurationError, match="multiple progress bar callbacks"):
         trainer_with(callbacks=[TQDMProgressBar(), RichProgressBar()])

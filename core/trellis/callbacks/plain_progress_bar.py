@@ -7,11 +7,11 @@ import sys
 import time
 from typing import Any, TextIO
 
-from trellis.callbacks.progress_bar import ProgressBar
+from trellis.callbacks.progress_bar import SwitchedProgressBar
 from trellis.stages import TrainerFn
 
 
-class PlainProgressBar(ProgressBar):
+class PlainProgressBar(SwitchedProgressBar):
     """Redraws one line in a terminal (at most every `refresh_seconds`); prints plain lines elsewhere.
 
     In a log (not a terminal) a line is printed at each tenth of an epoch and at epoch end, so a CI log stays
@@ -23,7 +23,6 @@ class PlainProgressBar(ProgressBar):
         self.refresh_rate = max(1, refresh_rate)
         self.refresh_seconds = refresh_seconds
         self._stream = stream
-        self._enabled = True
         self._last_draw = 0.0
         self._started = 0.0
         self._next_log_fraction = 0.1
@@ -35,16 +34,6 @@ class PlainProgressBar(ProgressBar):
     def stream(self) -> TextIO:
         """Where lines go: the stream given, else sys.stdout as it is when the bar draws."""
         return self._stream if self._stream is not None else sys.stdout
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
 
     def _interactive(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())

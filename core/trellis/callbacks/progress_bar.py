@@ -91,6 +91,14 @@ class ProgressBar(Callback):
     def reset_dataloader_idx_tracker(self) -> None:
         self._current_eval_dataloader_idx = None
 
+    @property
+    def is_enabled(self) -> bool:
+        return True
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
     def disable(self) -> None:
         """Stop displaying (the Trainer calls it on processes other than global rank zero)."""
         raise NotImplementedError(f"{type(self).__name__} must implement disable()")
@@ -139,3 +147,19 @@ def get_standard_metrics(trainer: Any) -> dict[str, int | str]:
 def finite_or_none(total: int | float | None) -> int | None:
     """A batch total for a display, which cannot show inf or nan (None: unknown)."""
     return None if total is None or math.isinf(total) or math.isnan(total) else int(total)
+
+
+class SwitchedProgressBar(ProgressBar):
+    """A bar that `disable()` and `enable()` turn off and on (the bars shipped here)."""
+
+    _enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True

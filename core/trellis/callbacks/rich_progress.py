@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from trellis.callbacks.progress_bar import ProgressBar, finite_or_none
+from trellis.callbacks.progress_bar import SwitchedProgressBar, finite_or_none
 from trellis.stages import TrainerFn
 
 
@@ -102,7 +102,7 @@ def rich_columns() -> SimpleNamespace:
                            ProcessingSpeedColumn=ProcessingSpeedColumn, MetricsTextColumn=MetricsTextColumn)
 
 
-class RichProgressBar(ProgressBar):
+class RichProgressBar(SwitchedProgressBar):
     """Bars for the sanity check, training (with the prog_bar metrics), validation, test and predict, drawn by
     rich: description, bar, `done/total`, `elapsed • remaining`, speed.
 
@@ -119,7 +119,6 @@ class RichProgressBar(ProgressBar):
         self._refresh_rate = refresh_rate
         self._leave = leave
         self._console_kwargs = console_kwargs or {}
-        self._enabled = True
         self.theme = theme or RichProgressBarTheme()
         self.progress: Any = None
         self._console: Any = None
@@ -141,16 +140,6 @@ class RichProgressBar(ProgressBar):
     @property
     def is_enabled(self) -> bool:
         return self._enabled and self.refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
 
     def _task(self, task_id: Any) -> Any:
         assert self.progress is not None and task_id is not None

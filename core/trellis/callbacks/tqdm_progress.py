@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from trellis.callbacks.progress_bar import ProgressBar, finite_or_none
+from trellis.callbacks.progress_bar import SwitchedProgressBar, finite_or_none
 from trellis.stages import TrainerFn
 
 #: width numbers are padded to, so that the postfix does not flicker as values change.
@@ -43,7 +43,7 @@ def tqdm_class() -> type:
     return Tqdm
 
 
-class TQDMProgressBar(ProgressBar):
+class TQDMProgressBar(SwitchedProgressBar):
     """Bars for the sanity check, training (paused during validation), validation, test and predict, each with
     percent, count, elapsed time, ETA, it/s and (training) the prog_bar metrics.
 
@@ -60,7 +60,6 @@ class TQDMProgressBar(ProgressBar):
         super().__init__()
         self._refresh_rate = _resolve_refresh_rate(refresh_rate)
         self._process_position = process_position
-        self._enabled = True
         self._leave = leave
         self._train_progress_bar: Any = None
         self._val_progress_bar: Any = None
@@ -120,16 +119,6 @@ class TQDMProgressBar(ProgressBar):
     @property
     def is_enabled(self) -> bool:
         return self._enabled and self.refresh_rate > 0
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self.is_enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
 
     def _make(self, description: str, position: int, leave: bool, **options: Any) -> Any:
         return tqdm_class()(desc=description, position=position, disable=self.is_disabled, leave=leave,
