@@ -1,5 +1,8 @@
 """Trellis: a PyTorch training runtime with a small kernel and every backend as a plugin."""
 
+import importlib
+from types import ModuleType
+
 from trellis.callbacks.base import Callback
 from trellis.datamodule import DataModule
 from trellis.module import Module
@@ -12,3 +15,12 @@ share_rank_with_lightning_utilities()
 __version__ = "0.1.0"
 
 __all__ = ["Callback", "DataModule", "Module", "Trainer", "__version__", "seed_everything"]
+
+#: Subpackages Lightning users reach as attributes (`pl.loggers.CSVLogger`), imported on first use.
+_ON_FIRST_USE = frozenset({"cli", "demos", "loggers", "profilers", "tuner", "utilities"})
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"trellis.{name}")
+    raise AttributeError(f"module 'trellis' has no attribute {name!r}")

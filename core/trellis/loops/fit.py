@@ -86,6 +86,9 @@ class FitLoop:
         self._pending_where: tuple[int, int, int] = (0, 0, 0)
         #: when this fit validates; None before the first fit.
         self.schedule: ValidationSchedule | None = None
+        #: the index of the epoch's current (or last fetched) batch, -1 before the first: Lightning's
+        #: fit_loop.batch_idx (a batch whose on_train_batch_start returned -1 counts, as it was fetched).
+        self.batch_idx = -1
 
     @property
     def epoch_completed(self) -> bool:
@@ -298,8 +301,9 @@ class _Epochs:
         metrics = run.metrics
         batches: Iterable[Any] = _lookahead(iterator) if unsized else iterator
         is_last = False
+        loop.batch_idx = loop.batches_done - 1
         for batch in batches:
-            batch_index = loop.batches_done
+            batch_index = loop.batch_idx = loop.batches_done
             pending = loop._pending_loss
             if check_loss_each_step and pending is not None:  # the previous step's loss, one step late
                 value = pending.item() if pending.ndim == 0 else float(pending.sum())
@@ -308,16 +312,17 @@ class _Epochs:
                 loop._pending_loss = None
             if unsized:
                 batch, is_last = batch
+            is_last = loop.is_last_batch = is_last or batch_index + 1 >= limit
             batch = move(batch)
             metrics.current_batch, metrics.in_batches = batch, True
             if on_batch_start is not None and -1 in on_batch_start(batch=batch, batch_idx=batch_index):
+                loop.is_last_batch = True  # the epoch ends here, as Lightning marks it
                 if schedulers:
                     step_schedulers(run, "epoch", loop.epoch + 1, plateau=False)
                 loop.epoch_complete = True
                 break
             loop.batches_done = done = batch_index + 1
             loop.total_batches_done += 1
-            is_last = loop.is_last_batch = is_last or done >= limit
             steps_now = done % loop.accumulate_grad_batches == 0 or is_last
             step = loop.global_step
             outputs = run_batch(batch, batch_index, steps_now)
