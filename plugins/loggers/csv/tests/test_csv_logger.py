@@ -36,6 +36,14 @@ def test_each_run_gets_the_next_version_directory_with_its_hparams(tmp_path):
         assert yaml.safe_load(file) == {"learning_rate": 0.1, "layers": [2, 3], "optimizer": {"name": "sgd"}}
 
 
+def test_a_prefix_goes_before_every_metric_name_as_in_lightning(tmp_path):
+    logger = CSVLogger(tmp_path, "runs", None, "train")  # Lightning's positional order
+    logger.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    logger.save()
+    with open(logger.metrics_path) as file:
+        assert file.readline().strip() == "step,train-loss,train-epoch"
+
+
 def test_new_metrics_add_columns_and_earlier_rows_keep_their_values(tmp_path):
     logger = CSVLogger(save_dir=tmp_path)
     logger.log_metrics({"loss": 1.0, "epoch": 0}, step=1)

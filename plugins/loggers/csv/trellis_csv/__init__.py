@@ -40,12 +40,15 @@ class CSVLogger(Logger):
         save_dir: str | os.PathLike = ".",
         name: str = "lightning_logs",
         version: int | str | None = None,
+        prefix: str = "",
         flush_logs_every_n_steps: int = 100,
         flush_interval: float = 0.5,
         flush_timeout: float = 10.0,
     ) -> None:
         self.save_dir = os.fspath(save_dir)
         self.run_name = name
+        #: put before every metric name, joined with "-" (Lightning's `prefix`)
+        self.prefix = prefix
         self.flush_every = max(1, flush_logs_every_n_steps)
         self.flush_timeout = flush_timeout
         self._run = RunDirectory(self.save_dir, name, version, owned=(METRICS_FILE, HPARAMS_FILE))
@@ -77,6 +80,8 @@ class CSVLogger(Logger):
         self._delivery.put({"kind": "hparams", "params": {key: plain_value(value) for key, value in params.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.prefix:
+            metrics = {f"{self.prefix}-{name}": value for name, value in metrics.items()}
         self._delivery.put({"step": step, "metrics": metrics})
         self._rows_logged += 1
         if not self._rows_logged % self.flush_every:

@@ -70,6 +70,14 @@ def test_experiment_is_the_native_writer_for_images_and_histograms(tmp_path):
     assert len(event_files(logger.log_dir)) == 1  # the run's one file, which a resume can cut back
 
 
+def test_a_prefix_goes_before_every_scalar_tag_as_in_lightning(tmp_path):
+    logger = TensorBoardLogger(save_dir=tmp_path, prefix="train")
+    logger.log_metrics({"loss": 1.0}, step=3)
+    logger.finalize("success")
+    accumulator = read_events(logger.log_dir)
+    assert accumulator.Tags()["scalars"] == ["train-loss"] and scalar_steps(accumulator, "train-loss") == [3]
+
+
 def test_a_second_run_gets_the_next_version(tmp_path):
     first = TensorBoardLogger(save_dir=tmp_path)
     first.log_metrics({"loss": 1.0}, step=0)

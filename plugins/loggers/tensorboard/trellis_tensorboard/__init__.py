@@ -54,12 +54,15 @@ class TensorBoardLogger(Logger):
         save_dir: str | os.PathLike = ".",
         name: str = "lightning_logs",
         version: int | str | None = None,
+        prefix: str = "",
         flush_secs: float = 0.5,
         max_queue: int = 100,
         flush_timeout: float = 10.0,
     ) -> None:
         self.save_dir = os.fspath(save_dir)
         self.run_name = name
+        #: put before every metric name, joined with "-" (Lightning's `prefix`)
+        self.prefix = prefix
         self.max_queue = max(1, max_queue)
         self.flush_timeout = flush_timeout
         self._run = RunDirectory(self.save_dir, name, version, owned=(EVENT_FILES, HPARAMS_FILE))
@@ -100,7 +103,9 @@ class TensorBoardLogger(Logger):
             self._put({"kind": "hparams", "phase": "start"})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self._delivery.put({"step": step, "time": time.time(), "metrics": dict(metrics)})
+        prefix = self.prefix
+        named = {f"{prefix}-{name}": value for name, value in metrics.items()} if prefix else dict(metrics)
+        self._delivery.put({"step": step, "time": time.time(), "metrics": named})
         self._events_logged += 1
         if not self._events_logged % self.max_queue:
             self._delivery.wake()
