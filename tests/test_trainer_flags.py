@@ -112,3 +112,32 @@ def test_argparse_round_trip():
     args = parser.parse_args(["--max_epochs", "3", "--logger", "false"])
     trainer = trellis.Trainer.from_argparse_args(args, enable_progress_bar=False)
     assert trainer.max_epochs == 3 and trainer.loggers == []
+
+
+def test_callbacks_loggers_and_plugins_come_in_any_sequence_as_hydra_passes_them(tmp_path):
+    from collections.abc import Sequence
+
+    from trellis_csv import CSVLogger
+
+    class ConfigList(Sequence):  # what hydra.utils.instantiate hands over for a list: a ListConfig, not a list
+        def __init__(self, *items) -> None:
+            self.items = items
+
+        def __getitem__(self, index):
+            return self.items[index]
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+    class Counts(trellis.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, *args) -> None:
+            self.batches += 1
+
+    counts, logger = Counts(), CSVLogger(tmp_path)
+    trainer = trellis.Trainer(callbacks=ConfigList(counts), logger=ConfigList(logger), plugins=ConfigList(),
+                              max_epochs=1, enable_progress_bar=False, enable_model_summary=False,
+                              enable_checkpointing=False)
+    trainer.fit(TinyRegressor(), loader())
+    assert counts.batches == 8 and trainer.loggers == [logger]

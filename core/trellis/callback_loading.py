@@ -15,6 +15,7 @@ from trellis import discovery
 from trellis.callbacks.base import Callback
 from trellis.errors import ConfigurationError, PluginLoadError
 from trellis.hookspecs import HOOK_NAMES
+from trellis.utils.collections import as_list
 from trellis.utils.rank_zero import warn_once
 
 
@@ -23,7 +24,7 @@ def resolve_callbacks(callbacks: Any) -> list[Callback]:
 
     A factory's callback whose type the user passed already is left out: the user's configuration wins.
     """
-    items = list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks is not None else [])
+    items = as_list(callbacks)
     chosen = [_named_callback(item) if isinstance(item, str) else _checked(item) for item in items]
     passed_types = {type(callback) for callback in chosen}
     return chosen + [callback for callback in factory_callbacks() if type(callback) not in passed_types]
@@ -37,7 +38,7 @@ def factory_callbacks() -> list[Callback]:
             continue
         try:
             result = entry.load()()
-            callbacks = list(result) if isinstance(result, (list, tuple)) else [result]
+            callbacks = as_list(result)
             for callback in callbacks:
                 if not isinstance(callback, Callback):
                     raise TypeError(f"it returned {type(callback).__qualname__}, not a trellis.Callback")

@@ -20,6 +20,7 @@ from trellis.roles.cluster_environment import ClusterEnvironment
 from trellis.roles.logger import Logger
 from trellis.roles.precision import Precision
 from trellis.roles.strategy import SingleDeviceStrategy, Strategy
+from trellis.utils.collections import as_list
 from trellis.utils.rank_zero import warn_once
 
 log = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ def resolve_loggers(logger: Any, root_dir: str) -> list[Logger]:
             raise PluginNotFoundError(
                 f"{error} {name!r} is the default logger; or pass logger=False, or a Logger object"
             ) from None
-    items = logger if isinstance(logger, (list, tuple)) else [logger]
+    items = as_list(logger)
     resolved = []
     for item in items:
         if isinstance(item, Logger):

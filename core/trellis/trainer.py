@@ -35,6 +35,7 @@ from trellis.stages import (
     TrainerState,
 )
 from trellis.trainer_properties import TrainerProperties
+from trellis.utils.collections import as_list
 from trellis.utils.rank_zero import rank_zero_warn
 from trellis.utils.tensor_init import SkippedInit, default_dtype
 
@@ -110,7 +111,7 @@ class Trainer(TrainerProperties):
         configure_determinism(deterministic, benchmark)
         if self.settings.fast_dev_run:  # n batches of everything, once, with nothing written
             logger, enable_checkpointing = False, False
-        plugin_list = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins is not None else []
+        plugin_list = as_list(plugins)
         selection = select(classic.get("accelerator", accelerator), classic.get("strategy", strategy),
                            classic.get("devices", devices), num_nodes, precision, plugin_list)
         self.strategy = selection.strategy

@@ -1,8 +1,8 @@
-"""Walking nested batches."""
+"""Walking nested batches; reading a flag that takes one item or several."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,3 +25,13 @@ def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
 def move_to_device(data: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor in `data` onto `device`."""
     return apply_to_tensors(data, lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
+
+def as_list(value: Any) -> list[Any]:
+    """A flag that takes one item or several (callbacks=, logger=, plugins=): None as [], a sequence (a list, a
+    tuple, a config's list such as hydra's ListConfig) as its items, anything else as [value]."""
+    if value is None:
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(value)
+    return [value]
