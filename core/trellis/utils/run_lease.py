@@ -1,7 +1,8 @@
 """Run directories of file-writing loggers (<save_dir>/<name>/version_N), each owned by one live run.
 
 A run holds an exclusive lock on `<run dir>/.trellis_run` while it writes, and records there how far it got
-("running", "checkpointed", or its final status). That is what lets a fresh run tell the directories apart:
+("running", "checkpointed"); a run that ends records its final status and removes the file, so a finished run's
+directory holds only the logger's own files, as Lightning's does. That lets a fresh run tell the directories apart:
 one that a live process still writes (never touched), one whose run was killed before its first checkpoint
 (nothing can resume it: the fresh run takes it over and writes it again from the start, so a restart does not
 duplicate rows), and one that holds a resumable or finished run (left alone: the fresh run gets a new version).
@@ -107,13 +108,16 @@ class RunDirectory:
                     self._write_state(CHECKPOINTED)
 
     def release(self, status: str | None = None) -> None:
-        """Record the final status (when given) and unlock."""
+        """Unlock; with the run's final status, record it and remove the lease (a process that opened the lease
+        just before reads the status, and never takes the finished run for an abandoned one)."""
         with self._mutex:
             if self._lease is None:
                 return
             with contextlib.suppress(OSError):
                 if status is not None:
                     self._write_state(status)
+                    os.remove(self._lease.name)
+            with contextlib.suppress(OSError):
                 self._lease.close()
             self._lease = None
 

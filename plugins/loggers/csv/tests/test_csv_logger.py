@@ -36,6 +36,16 @@ def test_each_run_gets_the_next_version_directory_with_its_hparams(tmp_path):
         assert yaml.safe_load(file) == {"learning_rate": 0.1, "layers": [2, 3], "optimizer": {"name": "sgd"}}
 
 
+def test_a_finished_run_leaves_only_its_files_and_the_next_run_a_new_version(tmp_path):
+    logger = CSVLogger(save_dir=tmp_path)
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"loss": 1.0}, step=0)
+    assert ".trellis_run" in os.listdir(logger.log_dir)  # held while the run writes
+    logger.finalize("success")
+    assert sorted(os.listdir(logger.log_dir)) == ["hparams.yaml", "metrics.csv"]
+    assert CSVLogger(save_dir=tmp_path).version == 1
+
+
 def test_a_prefix_goes_before_every_metric_name_as_in_lightning(tmp_path):
     logger = CSVLogger(tmp_path, "runs", None, "train")  # Lightning's positional order
     logger.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
