@@ -100,3 +100,35 @@ def test_plain_objects_in_plugins_implement_hooks():
 
     quiet_trainer(max_epochs=3, plugins=[EpochCounter()]).fit(TinyRegressor(), loader(64))
     assert seen == [0, 1, 2]
+
+
+def test_callback_only_hooks_reach_callbacks_never_the_module_and_on_exception_the_datamodule():
+    import trellis
+    from support import TinyRegressor, loader, quiet_trainer
+
+    calls: list[str] = []
+
+    class Recorded(TinyRegressor):
+        def on_sanity_check_start(self) -> None:  # the user's own method, as in Lightning
+            calls.append("module.on_sanity_check_start")
+
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError("stop")
+
+    class Data(trellis.DataModule):
+        def train_dataloader(self):
+            return loader()
+
+        def val_dataloader(self):
+            return loader()
+
+        def on_exception(self, exception) -> None:
+            calls.append(f"datamodule.on_exception {exception}")
+
+    class Seen(trellis.Callback):
+        def on_sanity_check_start(self, trainer, pl_module) -> None:
+            calls.append("callback.on_sanity_check_start")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        quiet_trainer(max_epochs=1, callbacks=[Seen()]).fit(Recorded(), datamodule=Data())
+    assert calls == ["callback.on_sanity_check_start", "datamodule.on_exception stop"]

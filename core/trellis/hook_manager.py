@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import pluggy
 
 from trellis.errors import HookValidationError
-from trellis.hookspecs import HOOK_NAMES, HookName, LifecycleHooks
+from trellis.hookspecs import CALLBACK_ONLY_HOOKS, HOOK_NAMES, HookName, LifecycleHooks
 
 _IMPL_OPTS: pluggy.HookimplOpts = {
     "wrapper": False,
@@ -90,8 +90,21 @@ class HookManager(pluggy.PluginManager):
 
 
 def _implements(plugin: object, name: str) -> bool:
+    if name in CALLBACK_ONLY_HOOKS and not _receives_callback_only_hook(plugin, name):
+        return False
     method = getattr(type(plugin), name, None) if not inspect.ismodule(plugin) else getattr(plugin, name, None)
     return method is not None and callable(method) and not getattr(method, "_trellis_default_hook", False)
+
+
+def _receives_callback_only_hook(plugin: object, name: str) -> bool:
+    """Lightning calls these hooks on callbacks (and on_exception on the DataModule), never on the Module: a
+    Module method of that name is the user's own."""
+    from trellis.datamodule import DataModule
+    from trellis.module_hooks import ModuleHooks
+
+    if isinstance(plugin, ModuleHooks):
+        return False
+    return name == "on_exception" or not isinstance(plugin, DataModule)
 
 
 def _check_hook_names(plugin: object) -> None:
