@@ -91,6 +91,9 @@ class MLflowLogger(Logger):
         #: the checkpoint's last step and the keys logged at it (step None: the checkpoint came before any row)
         self._resume_position: tuple[int | None, list[str]] | None = None
         self._skip: set[tuple[str, int]] = set()
+        #: key -> (step, value) last sent (delivery thread): a row repeating it at the same step (the epoch-end row
+        #: repeats `epoch`) sends no second point, which MLflow would keep apart by its timestamp
+        self._last_sent: dict[str, tuple[int, float]] = {}
         where = self.tracking_uri or "the default tracking URI"
         self._delivery = BackgroundDelivery(
             f"MLflow ({where})", self._deliver, self._spill_path, interval=flush_interval, retry_interval=retry_interval
@@ -199,18 +202,20 @@ class MLflowLogger(Logger):
 
         client = self.experiment
         run_id = self._ensure_run(client)
+        last_sent = dict(self._last_sent)  # kept only once the batch is sent: a failed send is retried whole
         params = [Param(_key(name), value[:_PARAM_VALUE_LIMIT])
                   for item in items if item.get("kind") == "params" for name, value in item["params"].items()]
         metrics = [
             Metric(key, float(value), int(item["time"] * 1000), item["step"])
             for item in items if "metrics" in item
             for key, value in ((_key(name), value) for name, value in item["metrics"].items())
-            if (key, item["step"]) not in self._skip
+            if (key, item["step"]) not in self._skip and _new_point(last_sent, key, item["step"], float(value))
         ]
         for start in range(0, len(params), _PARAMS_PER_BATCH):
             client.log_batch(run_id, params=params[start:start + _PARAMS_PER_BATCH])
         for start in range(0, len(metrics), _METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=metrics[start:start + _METRICS_PER_BATCH])
+        self._last_sent = last_sent
         for item in items:
             if item.get("kind") == "artifact" and os.path.exists(item["path"]):
                 client.log_artifact(run_id, item["path"], item["artifact_path"])
@@ -257,6 +262,14 @@ class MLflowLogger(Logger):
 
     def _spill_path(self) -> str:
         return os.path.join(self.save_dir, f"mlflow_undelivered_{self._run_id or self.run_key}.jsonl")
+
+
+def _new_point(last_sent: dict[str, tuple[int, float]], key: str, step: int, value: float) -> bool:
+    """Whether (step, value) differs from what `key` last sent; records it."""
+    if last_sent.get(key) == (step, value):
+        return False
+    last_sent[key] = (step, value)
+    return True
 
 
 def _run_exists(client: MlflowClient, run_id: str) -> bool:
