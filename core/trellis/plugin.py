@@ -41,6 +41,7 @@ from trellis.selection import detect_cluster_environment
 from trellis.utils.collections import apply_to_tensors, move_to_device
 from trellis.utils.hparams import flatten_hparams, plain_value
 from trellis.utils.rank_zero import global_rank, rank_zero_info, rank_zero_warn, warn_once
+from trellis.utils.tensor_init import default_dtype
 
 if _typing.TYPE_CHECKING:  # imported on first use at run time, through __getattr__ and _LAZY below
     from trellis.parallel import (
@@ -116,6 +117,7 @@ __all__ = [
     "TrainingSettings",
     "TrellisError",
     "apply_to_tensors",
+    "default_dtype",
     "detect_cluster_environment",
     "find_plugin",
     "flatten_hparams",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from trellis.plugin import Precision, apply_to_tensors
+from trellis.plugin import Precision, apply_to_tensors, default_dtype
 
 TRELLIS_PLUGIN_API = 1
 
@@ -24,7 +23,7 @@ class TruePrecision(Precision):
         return apply_to_tensors(batch, lambda tensor: tensor.to(dtype) if tensor.is_floating_point() else tensor)
 
     def forward_context(self, device_type: str) -> contextlib.AbstractContextManager:
-        return _default_dtype(self.param_dtype)
+        return default_dtype(self.param_dtype)
 
 
 class Float32(Precision):
@@ -52,14 +51,3 @@ class BFloat16(TruePrecision):
 
     name = "bf16-true"
     param_dtype = torch.bfloat16
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Tensors created inside (torch.zeros(...), torch.tensor(1.0)) take `dtype`."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
