@@ -22,6 +22,7 @@ from trellis.errors import TrellisError
 from trellis.parallel.environment import LAUNCHER_PID_VARIABLE
 from trellis.parallel.failures import SETTLE_SECONDS, describe_exit
 from trellis.parallel.ports import rendezvous_port
+from trellis.utils.process_group import leave_process_group
 
 if TYPE_CHECKING:
     from trellis.roles.strategy import LaunchedCall
@@ -79,10 +80,7 @@ def _run_rank(rank: int, world_size: int, address: str, port: int, parent: int, 
     except BaseException:
         messages.put(("error", rank, traceback.format_exc()))  # the launching process shows the cause's
         os._exit(1)
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave_process_group()
     if rank == 0:
         messages.put(("done", _to_bytes({"result": result, "state": call.handoff()})))
 
