@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from trellis.errors import CheckpointMismatchError, ConfigurationError
-from trellis.utils.hparams import rebuild_hparams
+from trellis.utils.hparams import INSTANTIATOR_KEY, rebuild_hparams
 from trellis.utils.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def _instantiate(cls: type[Module] | type[DataModule], checkpoint: dict[str, Any
         for key in _PAST_HPARAMS_KEYS:
             saved.update(checkpoint.get(key) or {})
     saved.update(checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY])
+    instantiator = saved.pop(INSTANTIATOR_KEY, None)
     name = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_NAME)
     kind = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_TYPE)
     if name and name in named:  # they came as one object (`__init__(self, hparams)`): rebuilt as one
@@ -92,7 +93,11 @@ def _instantiate(cls: type[Module] | type[DataModule], checkpoint: dict[str, Any
         arguments = {**saved, **overrides}
     if not takes_any:
         arguments = {key: value for key, value in arguments.items() if key in named}
-    return cls(**arguments)
+    if instantiator is None:
+        return cls(**arguments)
+    from trellis.config_cli.given_hparams import trusted_instantiator  # written by the config command line
+
+    return trusted_instantiator(instantiator)(cls, arguments)
 
 
 def _load_weights(module: Any, checkpoint: dict[str, Any], strict: bool | None, source: str) -> Any:

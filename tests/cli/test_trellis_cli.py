@@ -190,7 +190,8 @@ def test_fit_subcommand_builds_from_flags_runs_hooks_and_saves_the_resolved_conf
                  "--trainer.max_epochs=2", "--trainer.default_root_dir=runs", *QUIET)
     report = report_of(result)
     assert report["subcommand"] == "fit" and (report["model"], report["data"]) == ("Regressor", "Data")
-    assert report["hparams"] == {"in_features": 4, "lr": 0.05}
+    assert report["hparams"] == {"in_features": 4, "lr": 0.05,  # the config, and how to rebuild from it
+                                 "_instantiator": "trellis.config_cli.given_hparams.instantiate_module"}
     assert (report["epoch"], report["step"]) == (2, 4)  # 2 epochs of 16 samples in batches of 8
     assert report["config_seed"] == 0 and report["initial_seed"] == 0  # seed_everything_default=True
     assert "HOOK before_fit" in result.stdout and "HOOK after_test" not in result.stdout

@@ -10,7 +10,6 @@ run is saved as config.yaml in the run directory (SaveConfigCallback).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 from functools import partial, update_wrapper
@@ -23,14 +22,22 @@ from torch.optim import Optimizer
 
 import trellis
 from trellis.callbacks.base import Callback
+from trellis.config_cli.given_hparams import CLASS_PATH_KEY, ConfigInstantiator
 from trellis.config_cli.optimizers import ArgsType, LRSchedulerTypeTuple, ReduceLROnPlateau
-from trellis.config_cli.parser import TrellisArgumentParser, instantiate_class, jsonargparse, with_class_path
+from trellis.config_cli.parser import (
+    TrellisArgumentParser,
+    import_class,
+    instantiate_class,
+    jsonargparse,
+    with_class_path,
+)
 from trellis.config_cli.save_config import SaveConfigCallback
 from trellis.datamodule import DataModule
 from trellis.errors import ConfigurationError
 from trellis.module import Module
 from trellis.trainer import Trainer
 from trellis.utilities.rank_zero import rank_zero_warn
+from trellis.utils.hparams import INSTANTIATOR_KEY
 from trellis.utils.seed import seed_everything
 
 _SUBCOMMAND_HELP = {
@@ -50,8 +57,8 @@ class TrellisCLI:
     seed (True: seed_everything's default, False: no seeding). `save_config_kwargs` go to the
     save_config_callback (e.g. {"overwrite": True}). `args` replaces sys.argv[1:] (a list of strings, or a
     dict/Namespace config). `auto_configure_optimizers` adds `--optimizer` and `--lr_scheduler`, which replace
-    the module's configure_optimizers when given. `load_from_checkpoint_support` is accepted for Lightning's
-    signature: checkpoints hold the module's own saved hyperparameters either way.
+    the module's configure_optimizers when given. With `load_from_checkpoint_support` (the default) the model
+    and datamodule save their config as their hyperparameters, which load_from_checkpoint rebuilds them from.
 
     After construction: `parser`, `config` (parsed), `config_init` (instantiated), `model`, `datamodule`,
     `trainer`, `subcommand`, and `result` (what the subcommand returned, with run=True).
@@ -213,11 +220,13 @@ class TrellisCLI:
         except Exception:  # noqa: BLE001 - the Trainer reports an unreadable checkpoint when it loads it
             return
         hparams = dict(checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
+        for key in (INSTANTIATOR_KEY, CLASS_PATH_KEY):  # what the config command line adds to the config
+            hparams.pop(key, None)
         model_config = self.config[subcommand].get("model")
         if not hparams or model_config is None:
             return
         if "class_path" in model_config:
-            kind = _import_class(model_config["class_path"])
+            kind = import_class(model_config["class_path"])
             hparams = {"class_path": model_config["class_path"], "init_args": _accepted(kind, hparams)}
         elif isinstance(self._model_class, type):
             hparams = _accepted(self._model_class, hparams)
@@ -233,7 +242,11 @@ class TrellisCLI:
 
     def instantiate_classes(self) -> None:
         """Build model, datamodule and trainer from the parsed config."""
-        self.config_init = self.parser.instantiate(self.config)
+        instantiators = [
+            (ConfigInstantiator(self.parser, self.config, "model", self._model_class), Module, True),
+            (ConfigInstantiator(self.parser, self.config, "data", self._datamodule_class), DataModule, True),
+        ] if self.load_from_checkpoint_support else []
+        self.config_init = self.parser.instantiate(self.config, instantiators=instantiators)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
@@ -361,11 +374,6 @@ def _automatic(base: type | tuple[type, ...], registry: dict[str, tuple[Any, str
 def _short_description(function: Any) -> str | None:
     doc = inspect.getdoc(function)
     return doc.strip().split("\n\n")[0].replace("\n", " ") if doc else None
-
-
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def _accepted(kind: type[Any], hparams: dict[str, Any]) -> dict[str, Any]:

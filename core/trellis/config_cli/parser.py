@@ -127,9 +127,13 @@ def with_class_path(kind: type, init_args: Any = None) -> dict[str, Any]:
     return {"class_path": class_path_of(kind), "init_args": dict(init_args or {})}
 
 
+def import_class(class_path: str) -> Any:
+    """The object a dotted import path names ("torch.optim.SGD")."""
+    module_name, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     """Build `init["class_path"](*args, **init["init_args"])`; `args` is one positional value or a tuple of them."""
     positional = args if isinstance(args, tuple) else (args,)
-    module_name, _, class_name = init["class_path"].rpartition(".")
-    kind = getattr(importlib.import_module(module_name), class_name)
-    return kind(*positional, **init.get("init_args", {}))
+    return import_class(init["class_path"])(*positional, **init.get("init_args", {}))

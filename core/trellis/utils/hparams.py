@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import copy
 import inspect
 import types
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +19,24 @@ from trellis.utils.rank_zero import rank_zero_warn
 #: OmegaConf DictConfig (they are rebuilt as one; checkpoints hold plain dicts, which weights-only loading reads).
 NAMESPACE_TYPE = "Namespace"
 DICTCONFIG_TYPE = "DictConfig"
+#: the hyperparameter that names the function load_from_checkpoint rebuilds the object with (set by the config
+#: command line, whose hyperparameters are a configuration: nested class_path entries become objects again).
+INSTANTIATOR_KEY = "_instantiator"
+
+#: (class, hyperparameters) while the config command line builds that class from its configuration.
+_given_hyperparameters: contextvars.ContextVar[tuple[type, dict[str, Any]] | None] = contextvars.ContextVar(
+    "trellis_given_hyperparameters", default=None)
+
+
+@contextlib.contextmanager
+def given_hyperparameters(kind: type, hparams: dict[str, Any]) -> Iterator[None]:
+    """While `kind` is built: its save_hyperparameters() records `hparams` (a configuration, plain data) in place
+    of the objects its __init__ received, as Lightning's CLI has it."""
+    token = _given_hyperparameters.set((kind, dict(hparams)))
+    try:
+        yield
+    finally:
+        _given_hyperparameters.reset(token)
 
 
 class AttributeDict(dict):
@@ -116,7 +136,9 @@ class HyperparametersMixin:
             return  # an empty container: nothing to save
         if frame is None:
             frame = inspect.currentframe().f_back  # type: ignore[union-attr]
-        arguments = collect_init_arguments(frame, self)
+        given = _given_hyperparameters.get()
+        arguments = dict(given[1]) if given is not None and type(self) is given[0] else collect_init_arguments(
+            frame, self)
         ignored = [ignore] if isinstance(ignore, str) else [name for name in (ignore or ()) if isinstance(name, str)]
         arguments = {name: value for name, value in arguments.items() if name not in ignored}
         objects = [arg for arg in args if not isinstance(arg, str)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
+import glob
 import time
 
 #: torch's collective backends name their worker threads so (the names Linux shows in /proc/self/task/*/comm).
@@ -55,17 +55,12 @@ def settle_worker_threads(timeout: float = SETTLE_TIMEOUT_SECONDS) -> None:
 def _worker_thread_states() -> list[str]:
     """The scheduler state ("S" asleep, "R" running...) of each collective worker thread of this process."""
     states = []
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        return []
-    for thread in threads:
+    for path in glob.glob("/proc/self/task/*/stat"):
         try:
-            with open(f"/proc/self/task/{thread}/stat", encoding="ascii", errors="replace") as file:
-                stat = file.read()
+            with open(path, encoding="ascii", errors="replace") as file:
+                name, _, rest = file.read().partition("(")[2].rpartition(")")
         except OSError:  # the thread ended meanwhile
             continue
-        name, _, rest = stat.partition("(")[2].rpartition(")")
         if name.startswith(_WORKER_THREAD_PREFIXES):
             states.append(rest.split()[0])
     return states
