@@ -1,6 +1,8 @@
 """Checkpoint IO under SIGKILL, with real processes: a save killed at any moment costs nothing already saved.
 
-A run saves ever newer versions of a 32 MB checkpoint until it is killed in the middle of one. A new run
+A run saves ever newer versions of a 32 MB checkpoint until it is killed in the middle of one (a kill that
+lands between two saves is not counted, and another follows; an asynchronous IO, whose save_checkpoint returns
+before it writes, gets its kills counted anyway after MAX_MISSED_KILLS such misses). A new run
 then resumes: it loads the checkpoint, which must be complete (its weights all equal its version) and no
 older than the last save that had returned, and saves once. After that, the directory must hold no more
 than one save leaves there: whatever a killed save left behind (temporary files, staging directories) is
@@ -21,18 +23,23 @@ from trellis.testing.processes import kill_group
 from trellis.testing.subject import ConformanceFailure, Subject
 
 KILLS = 3
+MAX_MISSED_KILLS = 10
 WEIGHTS = 8_000_000  # float32 values: 32 MB, so that most of the writer's time is spent writing
 START_TIMEOUT_S = 120
 
 #: one run: resume from the checkpoint (report what it holds) unless "fresh", save the next version, wait for a
-#: line on stdin, then save ever newer versions until killed; prints each version whose save_checkpoint returned.
+#: line on stdin, then save ever newer versions until killed, printing "saving N" as it calls save_checkpoint
+#: and "saved N" once that returned.
 _RUN = """
 import sys, torch
 from trellis.testing.subject import Subject, Target
 io = Subject(Target.parse(sys.argv[1])).build()
 path = sys.argv[2]
-def save(version):
-    io.save_checkpoint({"state_dict": {"weight": torch.full((%d,), float(version))}, "version": version}, path)
+def save(version, announce=False):
+    checkpoint = {"state_dict": {"weight": torch.full((%d,), float(version))}, "version": version}
+    if announce:
+        print("saving", version, flush=True)
+    io.save_checkpoint(checkpoint, path)
 version = 0
 if sys.argv[3] == "resume":
     try:
@@ -49,7 +56,7 @@ io.teardown()  # written, also by an asynchronous IO
 print("saved", version + 1, flush=True)
 sys.stdin.readline()
 for version in range(version + 2, 10**9):
-    save(version)
+    save(version, announce=True)
     print("saved", version, flush=True)
 """ % (WEIGHTS, WEIGHTS)  # noqa: UP031 (a script template: its dict braces would need escaping in format())
 
@@ -63,8 +70,13 @@ def check_kill_mid_save(subject: Subject, tmp_path: Path) -> None:
     run = _start(subject, path, "fresh")
     _read_lines(run, 1, f"a first save with {name}")
     entries_of_one_save = len(os.listdir(path.parent))
-    for kill in range(1, KILLS + 1):
-        returned = _kill_mid_save(run, rng.uniform(0.0, 0.15), f"a run saving with {name}")
+    kill = missed = 0
+    while kill < KILLS:
+        returned, landed = _kill_mid_save(run, rng.uniform(0.0, 0.05), f"a run saving with {name}")
+        if landed or missed == MAX_MISSED_KILLS:
+            kill += 1
+        else:
+            missed += 1
         run = _start(subject, path, "resume")
         try:
             kind, *report = _read_lines(run, 1, f"a restarted run of {name}")[0].split(" ", 1)
@@ -103,18 +115,26 @@ def check_kill_mid_save(subject: Subject, tmp_path: Path) -> None:
     run.wait(timeout=60)
 
 
-def _kill_mid_save(run: subprocess.Popen, delay: float, what: str) -> int:
-    """Let the run save on, kill it `delay` s after two more saves returned; the last version that returned."""
-    assert run.stdin is not None  # a pipe
+def _kill_mid_save(run: subprocess.Popen, delay: float, what: str) -> tuple[int, bool]:
+    """Let the run save on; once a save returned, kill it `delay` s into the next save. The last version whose
+    save returned, and whether the kill landed inside save_checkpoint (no save returned after it was called)."""
+    assert run.stdin is not None and run.stdout is not None  # pipes
+    returned = None
     try:
         run.stdin.write("go\n")
         run.stdin.flush()
-        lines = _read_lines(run, 2, what)
+        while True:
+            kind, version = _read_lines(run, 1, what)[0].split()
+            if kind == "saved":
+                returned = int(version)
+            elif returned is not None:
+                break
         time.sleep(delay)
     finally:
         kill_group(run.pid)
         run.wait(timeout=60)
-    return int(lines[-1].split()[1])
+    later = [int(line.split()[1]) for line in run.stdout.read().splitlines() if line.startswith("saved")]
+    return max([returned, *later]), not later
 
 
 def _start(subject: Subject, path: Path, mode: str) -> subprocess.Popen:
