@@ -64,10 +64,10 @@ class XLAAccelerator(Accelerator):
         import torch_xla  # noqa: F401  (registers the xla device type with torch)
 
     def wrap_dataloader(self, dataloader: Iterable, device: torch.device) -> Iterable:
-        """MpDeviceLoader uploads the next batches in a background thread while the device computes."""
-        from torch_xla.distributed.parallel_loader import MpDeviceLoader
+        """XLA's parallel loader uploads the next batches in a background thread while the device computes."""
+        from trellis_xla.loader import DeviceLoader
 
-        return MpDeviceLoader(dataloader, device)
+        return DeviceLoader(dataloader, device)
 
     def step_boundary(self) -> None:
         """Cut the lazy graph recorded during the step and run it asynchronously on the device."""

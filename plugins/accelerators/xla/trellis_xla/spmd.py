@@ -17,9 +17,9 @@ import torch
 import torch_xla
 import torch_xla.distributed.spmd as xs
 import torch_xla.runtime as xr
-from torch_xla.distributed.parallel_loader import MpDeviceLoader
 
 from trellis.plugin import ConfigurationError
+from trellis_xla.loader import DeviceLoader
 
 #: the name of the mesh's one axis: batches (and sharded weights) are split along it.
 MESH_AXIS = "data"
@@ -62,9 +62,9 @@ class FirstDimSharding(xs.ShardingSpec):
         return spec.xla_spec(t)
 
 
-def sharded_loader(dataloader: Iterable, device: torch.device, mesh: xs.Mesh) -> MpDeviceLoader:
+def sharded_loader(dataloader: Iterable, device: torch.device, mesh: xs.Mesh) -> DeviceLoader:
     """XLA's parallel loader, uploading each device's slice of every batch straight to that device."""
-    return MpDeviceLoader(dataloader, device, input_sharding=FirstDimSharding(mesh))
+    return DeviceLoader(dataloader, device, input_sharding=FirstDimSharding(mesh))
 
 
 def weight_partition_spec(shape: torch.Size) -> tuple[str | None, ...]:
