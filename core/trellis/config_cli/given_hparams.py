@@ -7,6 +7,7 @@ from (plain data: nested objects stay `class_path`/`init_args` entries) instead 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,8 +46,7 @@ class ConfigInstantiator:
         for target, value in applied_instantiation_links.items():
             if target.startswith(f"{self.key}."):
                 _set_nested(hparams, target[len(self.key) + 1:].removeprefix("init_args."), value)
-        with given_hyperparameters(class_type, {**hparams, INSTANTIATOR_KEY: INSTANTIATOR_PATH}):
-            return class_type(*args, **kwargs)
+        return _build_recording(hparams, class_type, *args, **kwargs)
 
     def _config_section(self) -> dict[str, Any]:
         if self._section is None:
@@ -61,11 +61,7 @@ def instantiate_module(class_type: type[T], hparams: dict[str, Any]) -> T:
     become objects again, and its hyperparameters are these again (load_from_checkpoint calls this when the
     checkpoint names it)."""
     arguments = {key: value for key, value in hparams.items() if key not in (CLASS_PATH_KEY, INSTANTIATOR_KEY)}
-
-    def build(kind: type[T], *args: Any, **kwargs: Any) -> T:
-        with given_hyperparameters(kind, {**arguments, INSTANTIATOR_KEY: INSTANTIATOR_PATH}):
-            return kind(*args, **kwargs)
-
+    build = functools.partial(_build_recording, arguments)
     parser = jsonargparse.ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(class_type, "module", fail_untyped=False)
     config = parser.parse_object({"module": arguments})
@@ -83,6 +79,12 @@ def trusted_instantiator(name: Any) -> Callable[[type[T], dict[str, Any]], T]:
             "arguments yourself"
         )
     return instantiate_module
+
+
+def _build_recording(hparams: dict[str, Any], kind: type[T], *args: Any, **kwargs: Any) -> T:
+    """`kind(*args, **kwargs)`, whose save_hyperparameters() records `hparams` and the function to rebuild it."""
+    with given_hyperparameters(kind, {**hparams, INSTANTIATOR_KEY: INSTANTIATOR_PATH}):
+        return kind(*args, **kwargs)
 
 
 def _set_nested(config: dict[str, Any], dotted: str, value: Any) -> None:
